@@ -1,0 +1,35 @@
+# Thin wrapper over CMake presets. The README's two commands: `make demo`, `make test`.
+JOBS ?= $(shell nproc)
+
+.PHONY: setup build test demo bench tsan clean
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	@cmake --preset release >/dev/null
+	@cmake --build --preset release -j $(JOBS)
+
+test: setup
+	@cmake --preset dev >/dev/null
+	@cmake --build --preset dev -j $(JOBS)
+	@ctest --preset dev
+
+demo: build
+	@rm -f build/demo.db build/demo.db-wal build/demo.db-shm
+	@./build/release/asyncmq_demo sqlite:///./build/demo.db
+
+bench: build
+	@./build/release/asyncmq bench --backend memory:// --jobs 200000 --concurrency 32
+	@./build/release/asyncmq bench --backend sqlite:///./build/bench.db --jobs 100000 --concurrency 32
+	@./build/release/asyncmq bench --backend 'sqlite:///./build/bench-full.db?sync=full' --jobs 20000 --concurrency 32
+	@./build/release/asyncmq_micro_bench
+
+# ThreadSanitizer on the worker runtime tests.
+tsan: setup
+	@cmake --preset tsan >/dev/null
+	@cmake --build --preset tsan -j $(JOBS) --target unit_tests
+	@./build/tsan/tests/unit_tests --gtest_filter='Worker*:*Runtime*'
+
+clean:
+	@rm -rf build

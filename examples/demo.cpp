@@ -1,0 +1,2 @@
+// Placeholder until the demo lands.
+int main() { return 0; }

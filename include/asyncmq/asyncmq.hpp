@@ -1,0 +1,14 @@
+// The whole public API.
+#pragma once
+
+#include <asyncmq/backend.hpp>
+#include <asyncmq/cli.hpp>
+#include <asyncmq/client.hpp>
+#include <asyncmq/codec.hpp>
+#include <asyncmq/env.hpp>
+#include <asyncmq/error.hpp>
+#include <asyncmq/job.hpp>
+#include <asyncmq/queue.hpp>
+#include <asyncmq/sync.hpp>
+#include <asyncmq/task.hpp>
+#include <asyncmq/worker.hpp>

@@ -1,0 +1,75 @@
+// A Client is a backend together with the payload path in front of it: the
+// codec seam, the input limits and the Env. Queues and Workers are made from
+// one Client, so producers and workers always agree on how data is encoded.
+//
+// Thread safety: safe for concurrent use; immutable after construction.
+// Lifetime: shared; holds the Backend and Codec; the Env must outlive it.
+#pragma once
+
+#include <asyncmq/backend.hpp>
+#include <asyncmq/codec.hpp>
+#include <asyncmq/env.hpp>
+#include <asyncmq/job.hpp>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/json/value.hpp>
+
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace asyncmq {
+
+struct ClientOptions {
+  // Largest accepted payload, in bytes of JSON text. Larger ones are refused
+  // with errc::payload_too_large before anything is written.
+  std::size_t max_payload_bytes = 1 << 20;
+  // JSON nesting deeper than this is refused (protects the parser's stack).
+  std::size_t max_json_depth = 64;
+  // The codec seam; null means make_plain_codec().
+  std::shared_ptr<Codec> codec;
+};
+
+// Queue and task names: 1..128 characters from [A-Za-z0-9._:-], starting
+// with a letter or digit. Such names are safe in file names, URLs, Redis keys
+// and log lines without quoting. Throws InvalidArgument naming the problem.
+void validate_name(std::string_view kind, std::string_view name);
+
+// Parses `text` as JSON under `options`' limits. Throws InvalidArgument
+// (errc::malformed_json or errc::payload_too_large) naming the problem and its
+// position, never echoing the content.
+boost::json::value parse_payload(std::string_view text, const ClientOptions& options);
+
+class Client {
+ public:
+  Client(std::shared_ptr<Backend> backend, Env& env, ClientOptions options = {});
+
+  // Opens the backend at `uri` (see open_backend).
+  static std::shared_ptr<Client> open(std::string_view uri, Env& env = Env::system(),
+                                      ClientOptions options = {});
+
+  Backend& backend() const { return *backend_; }
+  Codec& codec() const { return *codec_; }
+  Env& env() const { return env_; }
+  const ClientOptions& options() const { return options_; }
+
+  // Job-level operations by id, whatever the queue. Payload, result and error
+  // of returned jobs are decoded.
+  boost::asio::awaitable<std::optional<Job>> get(const JobId& id);
+  boost::asio::awaitable<void> remove(const JobId& id);
+  boost::asio::awaitable<void> retry(const JobId& id);
+  boost::asio::awaitable<std::vector<std::string>> queues();
+
+  // Decodes the stored fields of `job` in place. Throws IntegrityError.
+  void decode(Job& job);
+
+ private:
+  std::shared_ptr<Backend> backend_;
+  std::shared_ptr<Codec> codec_;
+  Env& env_;
+  ClientOptions options_;
+};
+
+}  // namespace asyncmq

@@ -1,0 +1,50 @@
+// The codec seam: the one place where a job's data changes form between the
+// Queue (JSON) and the Backend (opaque bytes).
+//
+//   Queue::add ─► validate (JSON, size) ─► Codec::encode ─► Backend::enqueue
+//   Backend::claim ─► Codec::decode ─► handler(TaskContext&)
+//   handler result/error ─► Codec::encode ─► Backend::finish
+//
+// The default codec passes bytes through. The security layer supplies one
+// that seals with AES-256-GCM; guards and auditing wrap it. Backends never
+// change when a codec does.
+//
+// Thread safety: a Codec is called concurrently from any thread; an
+// implementation must be safe for that.
+#pragma once
+
+#include <asyncmq/job.hpp>
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace asyncmq {
+
+// Which field of a job a value belongs to. Bound into sealed data so that a
+// value copied into another job or field fails to open.
+enum class Field : std::uint8_t { payload = 1, result = 2, error = 3 };
+
+struct CodecContext {
+  std::string_view queue;
+  const JobId& job;
+  Field field;
+};
+
+class Codec {
+ public:
+  virtual ~Codec() = default;
+  // Plain bytes (JSON text, or an error message) to stored bytes.
+  virtual std::string encode(const CodecContext& ctx, std::string_view plain) = 0;
+  // Stored bytes back to plain bytes. Throws IntegrityError if they fail a
+  // check; the message names the job and field, never the content.
+  virtual std::string decode(const CodecContext& ctx, std::string_view stored) = 0;
+  // The form in which a data subject id is stored (a blind index, once the
+  // security layer is configured).
+  virtual std::string encode_subject(std::string_view subject) { return std::string(subject); }
+};
+
+// Stores bytes as given.
+std::shared_ptr<Codec> make_plain_codec();
+
+}  // namespace asyncmq

@@ -1,0 +1,152 @@
+// The job model: ids, states, options and the job record itself.
+#pragma once
+
+#include <array>
+#include <compare>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace asyncmq {
+
+class Env;
+
+// A job's identity: a 128-bit UUIDv7 (RFC 9562).
+//
+// Layout: 48-bit Unix time in ms, version 7, a 12-bit per-process counter
+// that keeps ids from one process strictly increasing even within one
+// millisecond, the variant, then 62 random bits. Ids sort by creation time
+// (byte order == time order) and are unique across processes and hosts
+// without coordination: two ids collide only if two generators pick the same
+// 62 random bits in the same millisecond with the same counter.
+//
+// Thread safety: a value type; `JobId::generate` is safe to call from any
+// thread.
+class JobId {
+ public:
+  JobId() = default;  // the nil id (all zero)
+  explicit JobId(const std::array<std::uint8_t, 16>& bytes) : bytes_(bytes) {}
+
+  // A new id, its timestamp taken from `env`'s clock and its random bits from
+  // `env`'s randomness.
+  static JobId generate(Env& env);
+
+  // Parses the canonical 36-character form (8-4-4-4-12 hex, any case).
+  // Throws InvalidArgument naming the input's problem.
+  static JobId parse(std::string_view text);
+  static std::optional<JobId> try_parse(std::string_view text) noexcept;
+
+  std::string str() const;  // lowercase canonical form
+  const std::array<std::uint8_t, 16>& bytes() const { return bytes_; }
+  // Milliseconds since the Unix epoch at creation.
+  std::int64_t timestamp_ms() const;
+  // The first 64 bits as a non-negative integer: time and counter. Backends
+  // use it as the FIFO ordering key.
+  std::int64_t order_key() const;
+  bool is_nil() const;
+
+  auto operator<=>(const JobId&) const = default;
+
+ private:
+  std::array<std::uint8_t, 16> bytes_{};
+};
+
+// Where a job is in its life.
+//
+//   add ─► waiting ──claim──► active ──ok──► completed
+//      └─► delayed ─(due)─┘      │
+//                                ├─error, attempts left─► failed ─(backoff due)─► waiting
+//                                └─error, attempts spent─► dead ──retry──► waiting
+//
+// `failed` means "an attempt failed; the job waits for its backoff and will
+// run again". `dead` is the dead-letter state: no more automatic attempts.
+enum class JobState : std::uint8_t {
+  waiting = 0,
+  delayed = 1,
+  active = 2,
+  completed = 3,
+  failed = 4,
+  dead = 5,
+};
+inline constexpr int kJobStateCount = 6;
+
+std::string_view to_string(JobState s);
+// Throws InvalidArgument listing the valid names.
+JobState parse_job_state(std::string_view name);
+
+// How long to wait before the next attempt after a failure.
+struct Backoff {
+  enum class Kind : std::uint8_t { fixed = 0, exponential = 1 };
+  Kind kind = Kind::exponential;
+  // fixed: every wait is `delay_ms`. exponential: the n-th retry (n >= 1)
+  // waits delay_ms * 2^(n-1), so it grows for every base value (unlike
+  // base^n, which never grows for a base of 1).
+  std::int64_t delay_ms = 1000;
+  // Upper bound of any single wait.
+  std::int64_t max_delay_ms = 3'600'000;
+  // 0..1: the wait is drawn uniformly from [w*(1-jitter), w]. Jitter spreads
+  // a burst of failures so that the retries do not all land at once.
+  double jitter = 0.2;
+
+  // The wait before retry number `retry` (1-based), using `env`'s randomness.
+  std::int64_t delay_for(int retry, Env& env) const;
+};
+
+// Per-job options, given to Queue::add. Every field has a safe default.
+struct JobOptions {
+  // Lower runs first, like Unix nice. Range [-1'000'000, 1'000'000].
+  std::int32_t priority = 0;
+  // Run no sooner than this many ms after add (state `delayed` until then).
+  std::int64_t delay_ms = 0;
+  // Total attempts including the first. 1 means "never retry". Range [1, 1000].
+  std::int32_t attempts = 1;
+  Backoff backoff;
+  // Per-attempt time limit in ms; 0 means none.
+  std::int64_t timeout_ms = 0;
+  // Take this job before the other waiting jobs of the same priority.
+  bool lifo = false;
+  // Deduplication key (at most 256 bytes). Stored with the job.
+  std::string idempotency_key;
+  // The data subject this job is about, for erasure. Stored as given by the
+  // codec seam (the security layer turns it into a blind index).
+  std::string subject;
+};
+
+// The lease a worker holds on an active job. `token` is the fencing token:
+// every claim issues a new one, and a backend applies a completion, failure
+// or heartbeat only if it carries the job's current token.
+struct Lease {
+  std::uint64_t token = 0;
+  std::string owner;         // the worker's id
+  std::int64_t expires_ms = 0;
+};
+
+// A job as stored. Between the Queue and the Backend `payload`, `result` and
+// `error` are opaque bytes (the codec's output); the Queue's read calls and a
+// handler's TaskContext see them decoded (JSON text).
+struct Job {
+  JobId id;
+  std::string queue;
+  std::string task;
+  JobState state = JobState::waiting;
+  JobOptions options;
+  std::string payload;
+  std::string result;
+  std::string error;          // the last attempt's error, if any
+  std::int32_t attempts_made = 0;  // attempts started (claims)
+  std::int32_t stalls = 0;          // times its lease expired and it was reclaimed
+  std::int64_t created_ms = 0;
+  std::int64_t run_at_ms = 0;       // when it becomes (or became) claimable
+  std::int64_t started_ms = 0;      // last claim
+  std::int64_t finished_ms = 0;     // completed or dead
+  Lease lease;                      // meaningful while active
+};
+
+}  // namespace asyncmq
+
+template <>
+struct std::hash<asyncmq::JobId> {
+  std::size_t operator()(const asyncmq::JobId& id) const noexcept;
+};

@@ -1,0 +1,86 @@
+#include <asyncmq/client.hpp>
+#include <asyncmq/error.hpp>
+
+#include <boost/json/stream_parser.hpp>
+
+namespace asyncmq {
+
+void validate_name(std::string_view kind, std::string_view name) {
+  auto fail = [&](const std::string& why) {
+    throw InvalidArgument("invalid " + std::string(kind) + " name: " + why +
+                              " (allowed: 1-128 characters of A-Z a-z 0-9 . _ : -, "
+                              "starting with a letter or digit)",
+                          errc::invalid_name);
+  };
+  if (name.empty()) fail("it is empty");
+  if (name.size() > 128) fail("it is " + std::to_string(name.size()) + " characters long");
+  auto alnum = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  };
+  if (!alnum(name[0])) fail("it must start with a letter or digit");
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    if (!(alnum(c) || c == '.' || c == '_' || c == ':' || c == '-'))
+      fail("character " + std::to_string(i + 1) + " is not allowed");
+  }
+}
+
+boost::json::value parse_payload(std::string_view text, const ClientOptions& options) {
+  if (text.size() > options.max_payload_bytes) {
+    throw InvalidArgument("payload is " + std::to_string(text.size()) +
+                              " bytes, over the limit of " +
+                              std::to_string(options.max_payload_bytes) + " bytes",
+                          errc::payload_too_large);
+  }
+  boost::json::parse_options po;
+  po.max_depth = options.max_json_depth;
+  boost::json::stream_parser parser({}, po);
+  boost::system::error_code ec;
+  std::size_t used = parser.write(text.data(), text.size(), ec);
+  if (!ec) parser.finish(ec);
+  if (ec) {
+    throw InvalidArgument("payload is not valid JSON: " + ec.message() + " near byte " +
+                              std::to_string(used),
+                          errc::malformed_json);
+  }
+  return parser.release();
+}
+
+Client::Client(std::shared_ptr<Backend> backend, Env& env, ClientOptions options)
+    : backend_(std::move(backend)),
+      codec_(options.codec ? options.codec : make_plain_codec()),
+      env_(env),
+      options_(std::move(options)) {
+  if (!backend_) throw InvalidArgument("Client needs a backend");
+}
+
+std::shared_ptr<Client> Client::open(std::string_view uri, Env& env, ClientOptions options) {
+  return std::make_shared<Client>(open_backend(uri, env), env, std::move(options));
+}
+
+void Client::decode(Job& job) {
+  if (!job.payload.empty())
+    job.payload = codec_->decode({job.queue, job.id, Field::payload}, job.payload);
+  if (!job.result.empty())
+    job.result = codec_->decode({job.queue, job.id, Field::result}, job.result);
+  if (!job.error.empty())
+    job.error = codec_->decode({job.queue, job.id, Field::error}, job.error);
+}
+
+boost::asio::awaitable<std::optional<Job>> Client::get(const JobId& id) {
+  auto job = co_await backend_->get(id);
+  if (job) decode(*job);
+  co_return job;
+}
+
+boost::asio::awaitable<void> Client::remove(const JobId& id) { co_await backend_->remove(id); }
+
+boost::asio::awaitable<void> Client::retry(const JobId& id) {
+  co_await backend_->retry(id, env_.now_ms());
+}
+
+boost::asio::awaitable<std::vector<std::string>> Client::queues() {
+  co_return co_await backend_->queues();
+}
+
+}  // namespace asyncmq
