@@ -1,15 +1,115 @@
-// Placeholder until the CLI lands.
+// run_cli: the `asyncmq` command line.
+//
+// Exit codes:
+//   0  success
+//   2  usage or input error: a CLI11 parse error (unknown option, missing or
+//      malformed value), any asyncmq error in the "invalid input" group
+//      (bad name, JSON, payload size, option, job id, state, backend URI or
+//      scheme), and a database path that is missing (for commands that only
+//      read), unreadable, or not an SQLite file.
+//   1  runtime error: everything else, including NotFound for a job id that
+//      is well formed but absent, and Conflict (e.g. retrying a completed
+//      job). NotFound is an answer about the store, not about the command
+//      line, so it is not a usage error.
+//
+// Errors go to stderr as "asyncmq: error: <message>". Messages never contain
+// payloads (the library's messages do not echo them, and CLI11's "unexpected
+// argument" message, which would echo a stray argument, is replaced) and
+// backend URIs in them are masked.
 #include <asyncmq/cli.hpp>
+#include <asyncmq/error.hpp>
 
+#include "cli/cli_common.hpp"
+#include "core/uri.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <cstdlib>
+#include <exception>
 #include <iostream>
 
 namespace asyncmq {
+namespace {
 
-int run_cli(int, const char* const*, const TaskRegistry&) {
-  std::cerr << "asyncmq: the CLI is not built yet\n";
-  return 1;
+void print_error(const std::string& message) {
+  std::cerr << "asyncmq: error: " << core::mask_uri(message) << '\n';
 }
 
-TaskRegistry builtin_tasks() { return {}; }
+// boost::system::system_error appends ": <code message> [asyncmq:N]" to the
+// text it was given; show the text and the code's name once.
+std::string describe(const Error& e) {
+  std::string msg = e.what();
+  std::string suffix = ": " + e.code().what();
+  if (msg.size() >= suffix.size() && msg.compare(msg.size() - suffix.size(), suffix.size(), suffix) == 0)
+    msg.erase(msg.size() - suffix.size());
+  return msg + " (" + e.code().message() + ")";
+}
+
+int run_action(const cli::Action& action) {
+  try {
+    return action();
+  } catch (const Error& e) {
+    print_error(describe(e));
+    return is_invalid_input(e.code()) ? cli::kExitUsage : cli::kExitRuntime;
+  } catch (const CLI::Error& e) {
+    // Validation a command does itself in CLI11's terms.
+    print_error(e.what());
+    return cli::kExitUsage;
+  } catch (const std::exception& e) {
+    print_error(e.what());
+    return cli::kExitRuntime;
+  }
+}
+
+}  // namespace
+
+int run_cli(int argc, const char* const* argv, const TaskRegistry& tasks) {
+  cli::Context ctx;
+  ctx.user_tasks = &tasks;
+
+  CLI::App app{"asyncmq: a durable, security-first job queue", "asyncmq"};
+  app.require_subcommand(1);
+  // Global options may come before or after the subcommand.
+  app.fallthrough();
+  if (const char* env = std::getenv("ASYNCMQ_BACKEND"); env && *env) ctx.backend_uri = env;
+  app.add_option("--backend", ctx.backend_uri,
+                 "backend URI: sqlite:///./file.db, sqlite:///abs/file.db[?sync=full], memory:// "
+                 "(env ASYNCMQ_BACKEND; default sqlite:///./asyncmq.db)");
+  app.add_flag("--json", ctx.json, "print one JSON document to stdout");
+  app.footer(
+      "Exit codes: 0 ok, 2 usage or input error, 1 runtime error (including job not found).");
+
+  cli::add_job_commands(app, ctx);
+  cli::add_queue_commands(app, ctx);
+  cli::add_worker_command(app, ctx);
+  cli::add_bench_command(app, ctx);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ExtrasError&) {
+    // CLI11 would list the stray arguments, and one may be a payload.
+    print_error("unexpected extra arguments; run 'asyncmq --help' (or '<command> --help')");
+    return cli::kExitUsage;
+  } catch (const CLI::ParseError& e) {
+    print_error(e.what());
+    std::cerr << "Run with --help for more information.\n";
+    return cli::kExitUsage;
+  } catch (const std::exception& e) {
+    // Something thrown by a callback while parsing.
+    print_error(e.what());
+    return cli::kExitUsage;
+  }
+  if (!ctx.action) {
+    print_error("no command given; run 'asyncmq --help'");
+    return cli::kExitUsage;
+  }
+  return run_action(ctx.action);
+}
 
 }  // namespace asyncmq

@@ -1,0 +1,193 @@
+#include "cli/cli_common.hpp"
+
+#include <asyncmq/error.hpp>
+
+#include "core/uri.hpp"
+
+#include <boost/json.hpp>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <iostream>
+
+namespace asyncmq::cli {
+namespace {
+
+// The file name an sqlite:// URI names, by the rules of open_backend
+// (src/backends/factory.cpp): sqlite:///./x and sqlite:///../x are relative
+// to the working directory, anything else after the third slash absolute.
+std::string sqlite_path(const core::Uri& uri) {
+  std::string path = uri.path;
+  if (path.rfind("/./", 0) == 0 || path.rfind("/../", 0) == 0) path.erase(0, 1);
+  return path;
+}
+
+std::string parent_dir(const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+}  // namespace
+
+void preflight_backend(std::string_view text, Access access) {
+  core::Uri uri = core::parse_uri(text);  // throws InvalidArgument (exit 2)
+  if (uri.scheme != "sqlite" || !uri.host.empty()) return;
+  std::string path = sqlite_path(uri);
+  if (path.empty() || path.back() == '/') return;  // open_backend names the problem
+
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    int err = errno;
+    if (err != ENOENT) {
+      throw InvalidArgument("cannot access database file " + path + ": " + std::strerror(err));
+    }
+    if (access == Access::must_exist) {
+      throw InvalidArgument("database file " + path +
+                            " does not exist (check --backend; 'job add' or 'worker' create it)");
+    }
+    std::string dir = parent_dir(path);
+    struct stat dst {};
+    if (::stat(dir.c_str(), &dst) != 0 || !S_ISDIR(dst.st_mode)) {
+      throw InvalidArgument("cannot create database file " + path + ": directory " + dir +
+                            " does not exist");
+    }
+    return;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    throw InvalidArgument("database path " + path + " is a directory, not an SQLite database file");
+  }
+  if (!S_ISREG(st.st_mode)) {
+    throw InvalidArgument("database path " + path + " is not a regular file");
+  }
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    throw InvalidArgument("cannot read database file " + path + ": " + std::strerror(err));
+  }
+  char header[16] = {};
+  ssize_t n = ::read(fd, header, sizeof header);
+  int err = errno;
+  ::close(fd);
+  if (n < 0) {
+    throw InvalidArgument("cannot read database file " + path + ": " + std::strerror(err));
+  }
+  // An empty file is a valid, empty SQLite database.
+  static constexpr char kMagic[16] = "SQLite format 3";  // 15 chars + NUL, as on disk
+  if (n != 0 && (n != static_cast<ssize_t>(sizeof header) ||
+                 std::memcmp(header, kMagic, sizeof kMagic) != 0)) {
+    throw InvalidArgument("database file " + path +
+                          " is not an SQLite database (its header does not match); refusing to "
+                          "open it");
+  }
+}
+
+std::shared_ptr<Client> open_client(const Context& ctx, Access access) {
+  preflight_backend(ctx.backend_uri, access);
+  return Client::open(ctx.backend_uri);
+}
+
+std::string format_time_ms(std::int64_t ms) {
+  if (ms <= 0) return "-";
+  std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm {};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  char out[48];
+  std::snprintf(out, sizeof out, "%s.%03dZ", buf, static_cast<int>(ms % 1000));
+  return out;
+}
+
+namespace {
+
+boost::json::value embed_json(const std::string& text) {
+  if (text.empty()) return nullptr;
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(text, ec);
+  if (ec) return boost::json::value(text);
+  return v;
+}
+
+}  // namespace
+
+boost::json::object job_to_json(const Job& job) {
+  boost::json::object o;
+  o["id"] = job.id.str();
+  o["queue"] = job.queue;
+  o["task"] = job.task;
+  o["state"] = std::string(to_string(job.state));
+  o["payload"] = embed_json(job.payload);
+  o["result"] = embed_json(job.result);
+  o["error"] = job.error.empty() ? boost::json::value(nullptr) : boost::json::value(job.error);
+  o["attempts_made"] = job.attempts_made;
+  o["stalls"] = job.stalls;
+  o["created_ms"] = job.created_ms;
+  o["run_at_ms"] = job.run_at_ms;
+  o["started_ms"] = job.started_ms;
+  o["finished_ms"] = job.finished_ms;
+  boost::json::object opt;
+  const JobOptions& jo = job.options;
+  opt["priority"] = jo.priority;
+  opt["delay_ms"] = jo.delay_ms;
+  opt["attempts"] = jo.attempts;
+  opt["backoff"] = {
+      {"kind", jo.backoff.kind == Backoff::Kind::fixed ? "fixed" : "exponential"},
+      {"delay_ms", jo.backoff.delay_ms},
+      {"max_delay_ms", jo.backoff.max_delay_ms},
+      {"jitter", jo.backoff.jitter}};
+  opt["timeout_ms"] = jo.timeout_ms;
+  opt["lifo"] = jo.lifo;
+  opt["idempotency_key"] = jo.idempotency_key.empty() ? boost::json::value(nullptr)
+                                                      : boost::json::value(jo.idempotency_key);
+  // The subject is personal data (or its blind index): never shown.
+  opt["has_subject"] = !jo.subject.empty();
+  o["options"] = std::move(opt);
+  if (job.state == JobState::active) {
+    o["lease"] = {{"owner", job.lease.owner}, {"expires_ms", job.lease.expires_ms}};
+  }
+  return o;
+}
+
+void print_json(const boost::json::value& v) {
+  std::cout << boost::json::serialize(v) << '\n';
+  std::cout.flush();
+}
+
+Table::Table(std::vector<std::string> header) : header_(std::move(header)) {}
+
+void Table::add(std::vector<std::string> row) {
+  row.resize(header_.size());
+  rows_.push_back(std::move(row));
+}
+
+void Table::print(std::ostream& out) const {
+  std::vector<std::size_t> width(header_.size());
+  for (std::size_t i = 0; i < header_.size(); ++i) width[i] = header_[i].size();
+  for (const auto& r : rows_)
+    for (std::size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  auto line = [&](const std::vector<std::string>& r) {
+    std::string s;
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      s += r[i];
+      if (i + 1 < r.size()) s.append(width[i] - r[i].size() + 2, ' ');
+    }
+    out << s << '\n';
+  };
+  line(header_);
+  for (const auto& r : rows_) line(r);
+}
+
+std::string ellipsize(std::string_view s, std::size_t max) {
+  if (s.size() <= max) return std::string(s);
+  if (max <= 3) return std::string(s.substr(0, max));
+  return std::string(s.substr(0, max - 3)) + "...";
+}
+
+}  // namespace asyncmq::cli

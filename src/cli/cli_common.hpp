@@ -1,0 +1,99 @@
+// Shared pieces of the `asyncmq` command: the parsed global options, the
+// action a subcommand selects, opening the backend safely, and output.
+//
+// How a command runs: CLI11 parses the whole command line; the chosen
+// subcommand's callback only stores an `Action` in the Context. run_cli then
+// runs that action outside the parser, so that parse errors (exit 2) and
+// command errors (exit 2 for invalid input, 1 otherwise) are told apart in
+// one place (cli.cpp).
+//
+// Input before I/O: every action validates all of its input (names, JSON,
+// options, ids) before it opens the backend, so bad input never creates or
+// touches a database file.
+#pragma once
+
+#include <asyncmq/client.hpp>
+#include <asyncmq/job.hpp>
+#include <asyncmq/task.hpp>
+
+#include <boost/json/value.hpp>
+
+#include <functional>
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace asyncmq::cli {
+
+// Exit codes (also in include/asyncmq/cli.hpp).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitRuntime = 1;
+inline constexpr int kExitUsage = 2;
+
+using Action = std::function<int()>;
+
+// Global options and the selected action. One per run_cli call.
+struct Context {
+  std::string backend_uri = "sqlite:///./asyncmq.db";
+  bool json = false;
+  const TaskRegistry* user_tasks = nullptr;
+  Action action;
+};
+
+// How a command uses the store.
+enum class Access {
+  create,       // may create the database (add, worker, pause, bench)
+  must_exist,   // read or modify existing data only: a missing file is an error
+};
+
+// Checks the backend URI without opening it: for sqlite:// it refuses a path
+// that exists but is not a readable SQLite database (InvalidArgument, exit 2),
+// and for Access::must_exist a path that does not exist. Never creates or
+// changes a file. Other schemes are left to open_backend.
+void preflight_backend(std::string_view uri, Access access);
+
+// preflight_backend, then Client::open.
+std::shared_ptr<Client> open_client(const Context& ctx, Access access);
+
+// Registers the subcommands; their callbacks set ctx.action.
+void add_job_commands(CLI::App& app, Context& ctx);
+void add_queue_commands(CLI::App& app, Context& ctx);
+void add_worker_command(CLI::App& app, Context& ctx);
+void add_bench_command(CLI::App& app, Context& ctx);
+
+// ---- output ----
+
+// Milliseconds since the epoch as "2024-05-01T12:34:56.789Z"; "-" for 0.
+std::string format_time_ms(std::int64_t ms);
+
+// A job as a JSON object. Payload and result are embedded as JSON when they
+// parse, as strings otherwise. The data subject is never shown (only whether
+// one is set).
+boost::json::object job_to_json(const Job& job);
+
+// The full JSON document on stdout, followed by a newline.
+void print_json(const boost::json::value& v);
+
+// A compact, left-aligned text table with a header row.
+class Table {
+ public:
+  explicit Table(std::vector<std::string> header);
+  void add(std::vector<std::string> row);
+  void print(std::ostream& out) const;
+  bool empty() const { return rows_.empty(); }
+
+ private:
+  std::vector<std::string> header_;
+  std::vector<std::vector<std::string>> rows_;
+};
+
+// Shortens `s` to at most `max` characters, marking the cut with "...".
+std::string ellipsize(std::string_view s, std::size_t max);
+
+}  // namespace asyncmq::cli

@@ -1,0 +1,239 @@
+// `asyncmq job add | show | list | retry | remove`.
+#include <asyncmq/error.hpp>
+#include <asyncmq/queue.hpp>
+#include <asyncmq/sync.hpp>
+
+#include "cli/cli_common.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <boost/json.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+
+namespace asyncmq::cli {
+namespace {
+
+struct AddArgs {
+  std::string queue;
+  std::string task;
+  std::string payload = "{}";
+  std::string payload_file;
+  JobOptions options;
+  std::string backoff_kind = "exponential";
+};
+
+// Reads at most limit + 1 bytes, so that an oversized file is refused without
+// reading all of it. "-" is stdin.
+std::string read_payload_file(const std::string& path, std::size_t limit) {
+  std::FILE* f = path == "-" ? stdin : std::fopen(path.c_str(), "rb");
+  if (!f) {
+    int err = errno;
+    throw InvalidArgument("cannot read payload file " + path + ": " + std::strerror(err));
+  }
+  std::string data;
+  char buf[65536];
+  while (data.size() <= limit) {
+    std::size_t n = std::fread(buf, 1, sizeof buf, f);
+    if (n == 0) break;
+    data.append(buf, n);
+  }
+  bool failed = std::ferror(f) != 0;
+  if (f != stdin) std::fclose(f);
+  if (failed) throw InvalidArgument("cannot read payload file " + path);
+  if (data.size() > limit) {
+    throw InvalidArgument("payload file " + path + " is over the limit of " +
+                              std::to_string(limit) + " bytes",
+                          errc::payload_too_large);
+  }
+  return data;
+}
+
+int do_add(const Context& ctx, AddArgs a) {
+  // All input is checked before the backend is opened: nothing is created
+  // or written on bad input.
+  validate_name("queue", a.queue);
+  validate_name("task", a.task);
+  ClientOptions limits;
+  std::string text = a.payload_file.empty() ? a.payload
+                                            : read_payload_file(a.payload_file, limits.max_payload_bytes);
+  boost::json::value payload = parse_payload(text, limits);
+  a.options.backoff.kind = a.backoff_kind == "fixed" ? Backoff::Kind::fixed : Backoff::Kind::exponential;
+  validate_options(a.options);
+
+  auto client = open_client(ctx, Access::create);
+  Queue queue(client, a.queue);
+  // Printed only once add returned: the job is durable.
+  JobId id = sync_wait(queue.add(a.task, std::move(payload), a.options));
+  if (ctx.json) {
+    print_json({{"id", id.str()}, {"queue", a.queue}, {"task", a.task}});
+  } else {
+    std::cout << id.str() << '\n';
+  }
+  return kExitOk;
+}
+
+int do_show(const Context& ctx, const std::string& id_text) {
+  JobId id = JobId::parse(id_text);
+  auto client = open_client(ctx, Access::must_exist);
+  auto job = sync_wait(client->get(id));
+  if (!job) throw NotFound("job " + id.str() + " not found");
+  if (ctx.json) {
+    print_json(job_to_json(*job));
+    return kExitOk;
+  }
+  const Job& j = *job;
+  auto row = [](const char* k, const std::string& v) {
+    std::cout << k << std::string(12 - std::min<std::size_t>(12, std::strlen(k)), ' ') << v << '\n';
+  };
+  row("id", j.id.str());
+  row("queue", j.queue);
+  row("task", j.task);
+  row("state", std::string(to_string(j.state)));
+  row("attempts", std::to_string(j.attempts_made) + " of " + std::to_string(j.options.attempts) +
+                      (j.stalls ? " (" + std::to_string(j.stalls) + " stalls)" : ""));
+  row("priority", std::to_string(j.options.priority) + (j.options.lifo ? " lifo" : ""));
+  row("backoff", std::string(j.options.backoff.kind == Backoff::Kind::fixed ? "fixed " : "exponential ") +
+                     std::to_string(j.options.backoff.delay_ms) + " ms");
+  if (j.options.timeout_ms) row("timeout", std::to_string(j.options.timeout_ms) + " ms");
+  if (!j.options.idempotency_key.empty()) row("idem. key", j.options.idempotency_key);
+  row("created", format_time_ms(j.created_ms));
+  row("run at", format_time_ms(j.run_at_ms));
+  row("started", format_time_ms(j.started_ms));
+  row("finished", format_time_ms(j.finished_ms));
+  if (j.state == JobState::active) {
+    row("lease", j.lease.owner + " until " + format_time_ms(j.lease.expires_ms));
+  }
+  row("payload", j.payload);
+  if (!j.result.empty()) row("result", j.result);
+  if (!j.error.empty()) row("error", j.error);
+  return kExitOk;
+}
+
+struct ListArgs {
+  std::string queue;
+  std::string state = "waiting";
+  std::size_t limit = 50;
+  std::string after;
+};
+
+int do_list(const Context& ctx, const ListArgs& a) {
+  validate_name("queue", a.queue);
+  JobState state = parse_job_state(a.state);
+  if (a.limit < 1 || a.limit > 1000) {
+    throw InvalidArgument("--limit " + std::to_string(a.limit) + " is outside [1, 1000]");
+  }
+  std::optional<JobId> after;
+  if (!a.after.empty()) after = JobId::parse(a.after);
+
+  auto client = open_client(ctx, Access::must_exist);
+  Queue queue(client, a.queue);
+  JobPage page = sync_wait(queue.list(state, after, a.limit));
+  if (ctx.json) {
+    boost::json::array jobs;
+    for (const auto& j : page.jobs) jobs.push_back(job_to_json(j));
+    print_json({{"queue", a.queue},
+                {"state", std::string(to_string(state))},
+                {"jobs", std::move(jobs)},
+                {"next", page.next ? boost::json::value(page.next->str()) : boost::json::value(nullptr)}});
+    return kExitOk;
+  }
+  Table t({"ID", "TASK", "STATE", "ATTEMPTS", "PRIORITY", "CREATED", "RUN AT", "ERROR"});
+  for (const auto& j : page.jobs) {
+    t.add({j.id.str(), j.task, std::string(to_string(j.state)),
+           std::to_string(j.attempts_made) + "/" + std::to_string(j.options.attempts),
+           std::to_string(j.options.priority), format_time_ms(j.created_ms),
+           format_time_ms(j.run_at_ms), ellipsize(j.error, 40)});
+  }
+  if (t.empty()) {
+    std::cout << "no " << to_string(state) << " jobs in queue " << a.queue << '\n';
+  } else {
+    t.print(std::cout);
+  }
+  if (page.next) std::cout << "more: --after " << page.next->str() << '\n';
+  return kExitOk;
+}
+
+int do_retry_or_remove(const Context& ctx, const std::string& id_text, bool retry) {
+  JobId id = JobId::parse(id_text);
+  auto client = open_client(ctx, Access::must_exist);
+  if (retry) {
+    sync_wait(client->retry(id));
+  } else {
+    sync_wait(client->remove(id));
+  }
+  if (ctx.json) {
+    print_json({{"id", id.str()}, {retry ? "retried" : "removed", true}});
+  } else {
+    std::cout << (retry ? "retried " : "removed ") << id.str() << '\n';
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_job_commands(CLI::App& app, Context& ctx) {
+  auto* job = app.add_subcommand("job", "add, inspect and operate jobs");
+  job->require_subcommand(1);
+
+  // add
+  auto add_args = std::make_shared<AddArgs>();
+  auto* add = job->add_subcommand("add", "add a job; prints its id once it is durable");
+  add->add_option("queue", add_args->queue, "queue name")->required();
+  add->add_option("task", add_args->task, "task name")->required();
+  auto* payload_opt = add->add_option("--payload", add_args->payload, "JSON payload (default {})");
+  add->add_option("--payload-file", add_args->payload_file,
+                  "read the JSON payload from a file ('-' for stdin)")
+      ->excludes(payload_opt);
+  JobOptions& o = add_args->options;
+  add->add_option("--priority", o.priority, "lower runs first, [-1000000, 1000000] (default 0)");
+  add->add_option("--delay", o.delay_ms, "run no sooner than this many ms from now");
+  add->add_option("--attempts", o.attempts, "total attempts including the first, [1, 1000] (default 1)");
+  add->add_option("--backoff", add_args->backoff_kind, "fixed or exponential (default exponential)")
+      ->check(CLI::IsMember({"fixed", "exponential"}));
+  add->add_option("--backoff-delay", o.backoff.delay_ms, "base wait before a retry, ms (default 1000)");
+  add->add_option("--backoff-max", o.backoff.max_delay_ms, "longest wait before a retry, ms (default 3600000)");
+  add->add_option("--jitter", o.backoff.jitter, "0..1: random share taken off each wait (default 0.2)");
+  add->add_option("--timeout", o.timeout_ms, "per-attempt time limit, ms (0: none)");
+  add->add_flag("--lifo", o.lifo, "take before other waiting jobs of the same priority");
+  add->add_option("--idempotency-key", o.idempotency_key, "deduplication key (at most 256 bytes)");
+  add->add_option("--subject", o.subject, "data subject id, for erasure (never printed)");
+  add->callback([&ctx, add_args] { ctx.action = [&ctx, add_args] { return do_add(ctx, *add_args); }; });
+
+  // show
+  auto show_id = std::make_shared<std::string>();
+  auto* show = job->add_subcommand("show", "show one job");
+  show->add_option("id", *show_id, "job id")->required();
+  show->callback([&ctx, show_id] { ctx.action = [&ctx, show_id] { return do_show(ctx, *show_id); }; });
+
+  // list
+  auto list_args = std::make_shared<ListArgs>();
+  auto* list = job->add_subcommand("list", "list a queue's jobs in one state, oldest first");
+  list->add_option("queue", list_args->queue, "queue name")->required();
+  list->add_option("--state", list_args->state,
+                   "waiting, delayed, active, completed, failed or dead (default waiting)");
+  list->add_option("--limit", list_args->limit, "at most this many, 1..1000 (default 50)");
+  list->add_option("--after", list_args->after, "start after this job id (the 'more:' cursor)");
+  list->callback([&ctx, list_args] { ctx.action = [&ctx, list_args] { return do_list(ctx, *list_args); }; });
+
+  // retry
+  auto retry_id = std::make_shared<std::string>();
+  auto* retry = job->add_subcommand("retry", "move a failed or dead job back to waiting");
+  retry->add_option("id", *retry_id, "job id")->required();
+  retry->callback([&ctx, retry_id] {
+    ctx.action = [&ctx, retry_id] { return do_retry_or_remove(ctx, *retry_id, true); };
+  });
+
+  // remove
+  auto remove_id = std::make_shared<std::string>();
+  auto* remove = job->add_subcommand("remove", "delete a job (not while it is active)");
+  remove->add_option("id", *remove_id, "job id")->required();
+  remove->callback([&ctx, remove_id] {
+    ctx.action = [&ctx, remove_id] { return do_retry_or_remove(ctx, *remove_id, false); };
+  });
+}
+
+}  // namespace asyncmq::cli
