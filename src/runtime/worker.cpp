@@ -1,16 +1,460 @@
-// Placeholder: the worker runtime is being written.
+// The worker runtime.
+//
+// Everything below runs on the single-threaded executor that `run` is
+// awaited on, except the bodies of blocking handlers, which run on a private
+// thread pool and resume the job's coroutine back on that executor. So the
+// worker's state needs no locks; only `stop` (any thread) and the stats
+// (atomics) cross threads.
+//
+// Four coroutines cooperate:
+//   claim loop   claims up to the free capacity, spawns one coroutine per job
+//   flusher      records finished jobs in batches: one backend call per batch
+//   heartbeat    extends the leases of running jobs; cancels those it lost
+//   maintenance  promotes due jobs, reclaims expired leases (stalled jobs)
+// Batching is what makes this fast: while one finish() call is in flight,
+// outcomes pile up for the next, so a busy worker makes one round trip per
+// batch, not per job.
 #include <asyncmq/error.hpp>
 #include <asyncmq/worker.hpp>
 
+#include "core/log.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+
 namespace asyncmq {
-struct Worker::Impl {
-  WorkerOptions options;
+namespace {
+
+using boost::asio::awaitable;
+using boost::asio::use_awaitable;
+
+std::string default_worker_id(Env& env) {
+  char host[256] = {0};
+  if (gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "unknown");
+  char suffix[17];
+  std::snprintf(suffix, sizeof suffix, "%08llx",
+                static_cast<unsigned long long>(env.random_u64() & 0xffffffffULL));
+  return std::string(host) + ":" + std::to_string(::getpid()) + ":" + suffix;
+}
+
+// A wake-up for a coroutine: `notify` ends the current (or the next) wait
+// early. `wait_for` also ends after `ms` of the Env's time; `wait` only on
+// notify. Single-executor use only.
+class Wakeup {
+ public:
+  awaitable<void> wait() {
+    if (pending_) {
+      pending_ = false;
+      co_return;
+    }
+    if (!timer_) timer_.emplace(co_await boost::asio::this_coro::executor);
+    timer_->expires_at(boost::asio::steady_timer::time_point::max());
+    timer_waiting_ = true;
+    co_await timer_->async_wait(boost::asio::as_tuple(use_awaitable));
+    timer_waiting_ = false;
+    pending_ = false;
+  }
+  awaitable<void> wait_for(Env& env, std::int64_t ms) {
+    if (pending_) {
+      pending_ = false;
+      co_return;
+    }
+    sleeping_ = true;
+    auto ex = co_await boost::asio::this_coro::executor;
+    co_await boost::asio::co_spawn(
+        ex, env.sleep_for(ms), boost::asio::bind_cancellation_slot(signal_.slot(), use_awaitable));
+    sleeping_ = false;
+    pending_ = false;
+  }
+  void notify() {
+    if (timer_waiting_) {
+      timer_waiting_ = false;
+      timer_->cancel();
+    } else if (sleeping_) {
+      sleeping_ = false;
+      signal_.emit(boost::asio::cancellation_type::terminal);
+    } else {
+      pending_ = true;
+    }
+  }
+
+ private:
+  std::optional<boost::asio::steady_timer> timer_;
+  boost::asio::cancellation_signal signal_;
+  bool timer_waiting_ = false;
+  bool sleeping_ = false;
+  bool pending_ = false;
 };
-Worker::Worker(std::shared_ptr<Client>, std::shared_ptr<const TaskRegistry>, WorkerOptions o)
-    : impl_(std::make_unique<Impl>()) { impl_->options = std::move(o); }
+
+}  // namespace
+
+struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
+  struct Running {
+    Job job;
+    std::unique_ptr<TaskContext> ctx;
+    bool lost = false;      // the backend refused a heartbeat: another worker owns it
+    bool finished = false;  // outcome queued, waiting for the flusher
+  };
+
+  Impl(std::shared_ptr<Client> c, std::shared_ptr<const TaskRegistry> t, WorkerOptions o)
+      : client(std::move(c)), tasks(std::move(t)), options(std::move(o)) {}
+
+  std::shared_ptr<Client> client;
+  std::shared_ptr<const TaskRegistry> tasks;
+  WorkerOptions options;
+  std::optional<boost::asio::thread_pool> pool;
+
+  // Executor-confined state.
+  std::optional<boost::asio::any_io_executor> executor;
+  std::unordered_map<std::uint64_t, Running> running;  // by lease token
+  std::vector<Outcome> pending_outcomes;
+  int executing = 0;  // handlers running (the concurrency limit)
+  bool stopping = false;
+  bool flusher_done = false;
+  int loops_alive = 0;
+  Wakeup claim_wakeup, flush_wakeup, loops_wakeup, drain_wakeup;
+
+  std::atomic<bool> stop_requested{false};
+  std::mutex executor_mu;  // guards `executor` for stop() from other threads
+
+  std::atomic<std::uint64_t> claimed{0}, completed{0}, retried{0}, dead{0}, lease_lost{0},
+      reclaimed{0};
+
+  Env& env() { return client->env(); }
+  Backend& backend() { return client->backend(); }
+
+  // --- running one job --------------------------------------------------
+  // Holds `self` so that a handler finishing after run() returned (it
+  // ignored cancellation past the shutdown deadline) still finds its worker.
+  awaitable<void> run_job(std::uint64_t token, std::shared_ptr<Impl> self) {
+    Running& r = running.at(token);  // node-based map: stable until erased
+    const Job& job = r.job;
+    Outcome out;
+    out.id = job.id;
+    out.token = token;
+    bool unrecoverable = false;
+    std::string error;
+    try {
+      std::string plain = client->codec().decode({job.queue, job.id, Field::payload}, job.payload);
+      boost::system::error_code ec;
+      boost::json::value payload = boost::json::parse(plain, ec);
+      if (ec) throw IntegrityError("job " + job.id.str() + ": stored payload is not valid JSON");
+      r.ctx = std::make_unique<TaskContext>(r.job, std::move(payload), env());
+      const Task* task = tasks->find(job.task);
+      if (!task) throw InvalidArgument("no handler registered for task '" + job.task + "'",
+                                       errc::unknown_task);
+      boost::json::value result;
+      if (task->async) {
+        result = co_await task->async(*r.ctx);
+      } else if (task->options.blocking) {
+        TaskContext& ctx = *r.ctx;
+        const SyncHandler& fn = task->sync;
+        result = co_await boost::asio::co_spawn(
+            *pool, [&fn, &ctx]() -> awaitable<boost::json::value> { co_return fn(ctx); },
+            use_awaitable);
+      } else {
+        result = task->sync(*r.ctx);
+      }
+      out.kind = Outcome::Kind::completed;
+      if (!result.is_null()) {
+        out.result = client->codec().encode({job.queue, job.id, Field::result},
+                                            boost::json::serialize(result));
+      }
+    } catch (const UnrecoverableError& e) {
+      unrecoverable = true;
+      error = e.what();
+    } catch (const IntegrityError& e) {
+      unrecoverable = true;  // retrying cannot make tampered data open
+      error = e.what();
+    } catch (const std::exception& e) {
+      error = e.what();
+      if (error.empty()) error = "handler failed";
+    } catch (...) {
+      error = "handler threw a non-standard exception";
+    }
+    std::int64_t now = env().now_ms();
+    out.now_ms = now;
+    if (!error.empty()) {
+      if (!unrecoverable && job.attempts_made < job.options.attempts) {
+        out.kind = Outcome::Kind::retry;
+        out.run_at_ms = now + job.options.backoff.delay_for(job.attempts_made, env());
+      } else {
+        out.kind = Outcome::Kind::dead;
+      }
+      out.error = client->codec().encode({job.queue, job.id, Field::error}, error);
+    }
+    r.finished = true;
+    pending_outcomes.push_back(std::move(out));
+    --executing;
+    flush_wakeup.notify();
+    claim_wakeup.notify();
+  }
+
+  // --- the loops ---------------------------------------------------------
+  awaitable<void> claim_loop() {
+    const std::size_t batch =
+        static_cast<std::size_t>(options.claim_batch > 0 ? options.claim_batch : options.concurrency);
+    std::int64_t idle_wait = options.poll_min_ms;
+    auto ex = co_await boost::asio::this_coro::executor;
+    while (!stop_requested.load()) {
+      int free = options.concurrency - executing;
+      if (free <= 0) {
+        co_await claim_wakeup.wait();
+        continue;
+      }
+      std::size_t want = std::min(batch, static_cast<std::size_t>(free));
+      bool got = false;
+      try {
+        for (const auto& queue : options.queues) {
+          if (want == 0 || stop_requested.load()) break;
+          ClaimRequest req{queue, options.id, want, options.lease_ms, env().now_ms()};
+          auto jobs = co_await backend().claim(req);
+          if (jobs.empty()) continue;
+          got = true;
+          want -= jobs.size();
+          claimed += jobs.size();
+          for (auto& job : jobs) {
+            std::uint64_t token = job.lease.token;
+            running.emplace(token, Running{std::move(job), nullptr});
+            ++executing;
+            boost::asio::co_spawn(ex, run_job(token, shared_from_this()), boost::asio::detached);
+          }
+        }
+      } catch (const std::exception& e) {
+        core::log(core::LogLevel::warn, "worker", std::string("claim failed: ") + e.what());
+      }
+      if (got) {
+        idle_wait = options.poll_min_ms;
+      } else {
+        co_await claim_wakeup.wait_for(env(), idle_wait);
+        idle_wait = std::min(idle_wait * 2, options.poll_max_ms);
+      }
+    }
+  }
+
+  awaitable<void> flush_loop() {
+    for (;;) {
+      if (pending_outcomes.empty()) {
+        if (flusher_done) break;
+        co_await flush_wakeup.wait();
+        continue;
+      }
+      std::vector<Outcome> batch;
+      batch.swap(pending_outcomes);
+      std::vector<bool> applied;
+      bool failed = false;
+      try {
+        applied = co_await backend().finish(batch);
+      } catch (const std::exception& e) {
+        failed = true;
+        core::log(core::LogLevel::warn, "worker",
+                  std::string("recording ") + std::to_string(batch.size()) +
+                      " outcomes failed, will retry: " + e.what());
+      }
+      if (failed) {
+        // Put them back in front; the leases keep being heartbeated meanwhile.
+        batch.insert(batch.end(), std::make_move_iterator(pending_outcomes.begin()),
+                     std::make_move_iterator(pending_outcomes.end()));
+        pending_outcomes = std::move(batch);
+        co_await env().sleep_for(std::max<std::int64_t>(options.poll_min_ms, 10));
+        continue;
+      }
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        const Outcome& o = batch[i];
+        if (!applied[i]) {
+          ++lease_lost;
+        } else if (o.kind == Outcome::Kind::completed) {
+          ++completed;
+        } else if (o.kind == Outcome::Kind::retry) {
+          ++retried;
+        } else {
+          ++dead;
+        }
+        running.erase(o.token);
+      }
+      drain_wakeup.notify();
+    }
+  }
+
+  awaitable<void> heartbeat_loop(std::shared_ptr<Impl> self) {
+    const std::int64_t every = options.heartbeat_ms > 0 ? options.heartbeat_ms : options.lease_ms / 3;
+    while (!flusher_done) {
+      co_await loops_wakeup.wait_for(env(), every);
+      if (flusher_done) break;
+      std::vector<LeaseRef> leases;
+      for (const auto& [token, r] : running)
+        if (!r.lost) leases.push_back({r.job.id, token});
+      if (leases.empty()) continue;
+      try {
+        auto ok = co_await backend().heartbeat(leases, env().now_ms() + options.lease_ms);
+        for (std::size_t i = 0; i < leases.size(); ++i) {
+          if (ok[i]) continue;
+          auto it = running.find(leases[i].token);
+          if (it == running.end()) continue;
+          it->second.lost = true;
+          if (it->second.ctx) it->second.ctx->request_cancel();
+          core::log(core::LogLevel::warn, "worker",
+                    "lost the lease of job " + leases[i].id.str() + "; asking its handler to stop");
+        }
+      } catch (const std::exception& e) {
+        core::log(core::LogLevel::warn, "worker", std::string("heartbeat failed: ") + e.what());
+      }
+    }
+    --loops_alive;
+    drain_wakeup.notify();
+  }
+
+  awaitable<void> maintenance_loop(std::shared_ptr<Impl> self) {
+    while (!flusher_done) {
+      try {
+        std::int64_t now = env().now_ms();
+        co_await backend().promote_due(now);
+        auto r = co_await backend().reclaim_expired(now, options.max_stalls);
+        reclaimed += r.requeued.size();
+        if (!r.requeued.empty() || !r.dead.empty()) {
+          core::log(core::LogLevel::info, "worker",
+                    "reclaimed " + std::to_string(r.requeued.size()) + " stalled jobs, " +
+                        std::to_string(r.dead.size()) + " moved to dead");
+          claim_wakeup.notify();
+        }
+      } catch (const std::exception& e) {
+        core::log(core::LogLevel::warn, "worker", std::string("maintenance failed: ") + e.what());
+      }
+      co_await loops_wakeup.wait_for(env(), options.maintenance_ms);
+    }
+    --loops_alive;
+    drain_wakeup.notify();
+  }
+
+  awaitable<void> run() {
+    auto ex = co_await boost::asio::this_coro::executor;
+    {
+      std::lock_guard lock(executor_mu);
+      executor = ex;
+    }
+    int threads = options.blocking_threads > 0
+                      ? options.blocking_threads
+                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    pool.emplace(static_cast<std::size_t>(threads));
+
+    bool flusher_running = true;
+    boost::asio::co_spawn(ex, flush_loop(), [&](std::exception_ptr) {
+      flusher_running = false;
+      drain_wakeup.notify();
+    });
+    loops_alive = 2;  // counted down by the loops themselves
+    boost::asio::co_spawn(ex, heartbeat_loop(shared_from_this()), boost::asio::detached);
+    boost::asio::co_spawn(ex, maintenance_loop(shared_from_this()), boost::asio::detached);
+
+    co_await claim_loop();
+
+    // Graceful stop: no more claims. Let running handlers finish within the
+    // grace period, then ask the rest to cancel and give their jobs back.
+    stopping = true;
+    std::int64_t deadline = env().now_ms() + options.shutdown_grace_ms;
+    while (executing > 0 && env().now_ms() < deadline) {
+      co_await drain_wakeup.wait_for(env(), std::max<std::int64_t>(1, deadline - env().now_ms()));
+    }
+    if (executing > 0) {
+      core::log(core::LogLevel::warn, "worker",
+                std::to_string(executing) + " jobs still running at the shutdown deadline; "
+                "releasing them to other workers");
+      for (auto& [token, r] : running) {
+        if (r.finished) continue;
+        if (r.ctx) r.ctx->request_cancel();
+      }
+      // Give the jobs back now rather than after their lease expires. Their
+      // handlers' late outcomes will be refused by the fencing token.
+      std::vector<Outcome> release;
+      std::int64_t now = env().now_ms();
+      for (auto& [token, r] : running) {
+        if (r.finished) continue;
+        Outcome o;
+        o.id = r.job.id;
+        o.token = token;
+        o.kind = Outcome::Kind::retry;
+        o.run_at_ms = now;
+        o.now_ms = now;
+        o.error = client->codec().encode({r.job.queue, r.job.id, Field::error},
+                                         "released: the worker shut down before the job finished");
+        release.push_back(std::move(o));
+        r.lost = true;
+      }
+      try {
+        co_await backend().finish(std::move(release));
+      } catch (const std::exception& e) {
+        core::log(core::LogLevel::warn, "worker",
+                  std::string("releasing jobs failed; they return when their lease expires: ") +
+                      e.what());
+      }
+    }
+    // Drain outcomes, then stop the loops.
+    flusher_done = true;
+    flush_wakeup.notify();
+    loops_wakeup.notify();
+    while (flusher_running || loops_alive > 0) {
+      co_await drain_wakeup.wait_for(env(), 50);
+      loops_wakeup.notify();
+    }
+    // Handlers still running on the pool (past the deadline) must not touch
+    // this worker after run() returns: wait for the pool to finish them.
+    pool->join();
+  }
+};
+
+Worker::Worker(std::shared_ptr<Client> client, std::shared_ptr<const TaskRegistry> tasks,
+               WorkerOptions options) {
+  if (!client) throw InvalidArgument("Worker needs a client");
+  if (!tasks) throw InvalidArgument("Worker needs a task registry");
+  if (options.queues.empty()) throw InvalidArgument("Worker needs at least one queue");
+  for (const auto& q : options.queues) validate_name("queue", q);
+  if (options.concurrency < 1 || options.concurrency > 10000)
+    throw InvalidArgument("worker concurrency " + std::to_string(options.concurrency) +
+                          " is outside [1, 10000]");
+  if (options.lease_ms < 100) throw InvalidArgument("worker lease must be at least 100 ms");
+  if (options.poll_min_ms < 1 || options.poll_max_ms < options.poll_min_ms)
+    throw InvalidArgument("worker poll intervals must satisfy 1 <= poll_min_ms <= poll_max_ms");
+  if (options.max_stalls < 0) throw InvalidArgument("worker max_stalls must not be negative");
+  if (options.id.empty()) options.id = default_worker_id(client->env());
+  impl_ = std::make_shared<Impl>(std::move(client), std::move(tasks), std::move(options));
+}
+
 Worker::~Worker() = default;
-boost::asio::awaitable<void> Worker::run() { co_return; }
-void Worker::stop() {}
-WorkerStats Worker::stats() const { return {}; }
+
+boost::asio::awaitable<void> Worker::run() { co_await impl_->run(); }
+
+void Worker::stop() {
+  impl_->stop_requested.store(true);
+  std::lock_guard lock(impl_->executor_mu);
+  if (impl_->executor) {
+    Impl* impl = impl_.get();
+    boost::asio::post(*impl_->executor, [impl] { impl->claim_wakeup.notify(); });
+  }
+}
+
+WorkerStats Worker::stats() const {
+  const Impl& i = *impl_;
+  return WorkerStats{i.claimed.load(),   i.completed.load(),  i.retried.load(),
+                     i.dead.load(),      i.lease_lost.load(), i.reclaimed.load()};
+}
+
 const std::string& Worker::id() const { return impl_->options.id; }
+
 }  // namespace asyncmq
