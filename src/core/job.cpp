@@ -121,7 +121,7 @@ std::int64_t JobId::order_key() const {
   std::uint64_t k = 0;
   for (int i = 0; i < 8; ++i) k = k << 8 | bytes_[i];
   // Keep it non-negative by clearing the top bit, which is the top of the
-  // 48-bit millisecond timestamp and zero until the year 10889. (Shifting
+  // 48-bit millisecond timestamp and zero until the year 6429. (Shifting
   // right instead would drop the counter's low bit, making two ids of one
   // millisecond tie and LIFO order among them wrong.)
   return static_cast<std::int64_t>(k & 0x7fffffffffffffffULL);
