@@ -6,7 +6,7 @@
 // It enqueues a few hundred jobs into three queues, runs a Worker with
 // concurrency 8 until every job is completed or dead, shows a live progress
 // line on stderr and prints a summary. The tasks:
-//   thumbnail            CPU: box-filter a generated 640x480 RGB image to 64x48
+//   thumbnail            CPU: box-filter a generated 320x240 RGB image to 64x48
 //   hash                 CPU: SHA-256 (OpenSSL EVP) of generated data
 //   send-email           I/O: a coroutine that waits like an SMTP round trip
 //   flaky                fails its first attempt(s), succeeds on a retry
@@ -55,7 +55,7 @@ std::int64_t int_field(const TaskContext& ctx, const char* key, std::int64_t fal
 // CPU work: render a gradient-and-noise RGB image and downscale it with a box
 // filter, as a thumbnail service would.
 json::value thumbnail(TaskContext& ctx) {
-  const int w = 640, h = 480, tw = 64, th = 48;
+  const int w = 320, h = 240, tw = 64, th = 48;
   XorShift rng(static_cast<std::uint64_t>(int_field(ctx, "seed", 1)));
   std::vector<std::uint8_t> img(static_cast<std::size_t>(w) * h * 3);
   for (int y = 0; y < h; ++y)
@@ -139,7 +139,7 @@ std::vector<Plan> make_plan() {
   asyncmq::JobOptions plain;
   for (int i = 0; i < 120; ++i) {
     plans[0].jobs.push_back({"thumbnail", {{"seed", i}, {"source", "upload-" + std::to_string(i) + ".png"}}, plain});
-    plans[0].jobs.push_back({"hash", {{"seed", i}, {"bytes", 1 << 18}}, plain});
+    plans[0].jobs.push_back({"hash", {{"seed", i}, {"bytes", 1 << 16}}, plain});
   }
   asyncmq::JobOptions email;
   email.attempts = 3;

@@ -42,7 +42,40 @@ std::string describe(const Error& e) {
   std::string suffix = ": " + e.code().what();
   if (msg.size() >= suffix.size() && msg.compare(msg.size() - suffix.size(), suffix.size(), suffix) == 0)
     msg.erase(msg.size() - suffix.size());
-  return msg + " (" + e.code().message() + ")";
+  std::string name = e.code().message();
+  if (msg.find(name) != std::string::npos) return msg;  // already says it
+  return msg + " (" + name + ")";
+}
+
+// CLI11's own message lists every stray argument, and a stray positional
+// may be a payload (a forgotten --payload). Name unknown options, which are
+// the caller's syntax, but only count stray positionals.
+std::string describe_extras(const CLI::App& app) {
+  std::vector<std::string> options;
+  std::size_t positionals = 0;
+  std::vector<const CLI::App*> apps{&app};
+  for (std::size_t i = 0; i < apps.size(); ++i) {
+    for (const std::string& arg : apps[i]->remaining()) {
+      if (arg.size() > 1 && arg[0] == '-' && !(arg[1] >= '0' && arg[1] <= '9')) {
+        options.push_back(arg.substr(0, std::min<std::size_t>(arg.find('='), 40)));
+      } else {
+        ++positionals;
+      }
+    }
+    for (const CLI::App* sub : apps[i]->get_subcommands()) apps.push_back(sub);
+  }
+  std::string msg;
+  if (!options.empty()) {
+    msg = options.size() == 1 ? "unknown option " : "unknown options ";
+    for (std::size_t i = 0; i < options.size(); ++i) msg += (i ? ", " : "") + options[i];
+  }
+  if (positionals > 0) {
+    if (!msg.empty()) msg += "; ";
+    msg += std::to_string(positionals) + " unexpected argument" + (positionals > 1 ? "s" : "") +
+           " (not shown: it may hold data)";
+  }
+  if (msg.empty()) msg = "unexpected arguments";
+  return msg;
 }
 
 int run_action(const cli::Action& action) {
@@ -74,7 +107,8 @@ int run_cli(int argc, const char* const* argv, const TaskRegistry& tasks) {
   if (const char* env = std::getenv("ASYNCMQ_BACKEND"); env && *env) ctx.backend_uri = env;
   app.add_option("--backend", ctx.backend_uri,
                  "backend URI: sqlite:///./file.db, sqlite:///abs/file.db[?sync=full], memory:// "
-                 "(env ASYNCMQ_BACKEND; default sqlite:///./asyncmq.db)");
+                 "(env ASYNCMQ_BACKEND; default sqlite:///./asyncmq.db)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_flag("--json", ctx.json, "print one JSON document to stdout");
   app.footer(
       "Exit codes: 0 ok, 2 usage or input error, 1 runtime error (including job not found).");
@@ -93,8 +127,8 @@ int run_cli(int argc, const char* const* argv, const TaskRegistry& tasks) {
   } catch (const CLI::Success& e) {
     return app.exit(e);
   } catch (const CLI::ExtrasError&) {
-    // CLI11 would list the stray arguments, and one may be a payload.
-    print_error("unexpected extra arguments; run 'asyncmq --help' (or '<command> --help')");
+    print_error(describe_extras(app));
+    std::cerr << "Run with --help for more information.\n";
     return cli::kExitUsage;
   } catch (const CLI::ParseError& e) {
     print_error(e.what());
