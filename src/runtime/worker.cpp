@@ -83,6 +83,12 @@ class Wakeup {
     sleeping_ = false;
     pending_ = false;
   }
+  // Drops the timer, which is bound to the executor's context: a worker may
+  // outlive the io_context it ran on.
+  void release() {
+    timer_.reset();
+    pending_ = false;
+  }
   void notify() {
     if (timer_waiting_) {
       timer_waiting_ = false;
@@ -129,7 +135,8 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
   bool stopping = false;
   bool flusher_done = false;
   int loops_alive = 0;
-  Wakeup claim_wakeup, flush_wakeup, loops_wakeup, drain_wakeup;
+  // One waiter per Wakeup: each belongs to one coroutine.
+  Wakeup claim_wakeup, flush_wakeup, heartbeat_wakeup, maintenance_wakeup, drain_wakeup;
 
   std::atomic<bool> stop_requested{false};
   std::mutex executor_mu;  // guards `executor` for stop() from other threads
@@ -296,7 +303,7 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
   awaitable<void> heartbeat_loop(std::shared_ptr<Impl> self) {
     const std::int64_t every = options.heartbeat_ms > 0 ? options.heartbeat_ms : options.lease_ms / 3;
     while (!flusher_done) {
-      co_await loops_wakeup.wait_for(env(), every);
+      co_await heartbeat_wakeup.wait_for(env(), every);
       if (flusher_done) break;
       std::vector<LeaseRef> leases;
       for (const auto& [token, r] : running)
@@ -337,7 +344,7 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
       } catch (const std::exception& e) {
         core::log(core::LogLevel::warn, "worker", std::string("maintenance failed: ") + e.what());
       }
-      co_await loops_wakeup.wait_for(env(), options.maintenance_ms);
+      co_await maintenance_wakeup.wait_for(env(), options.maintenance_ms);
     }
     --loops_alive;
     drain_wakeup.notify();
@@ -408,14 +415,20 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
     // Drain outcomes, then stop the loops.
     flusher_done = true;
     flush_wakeup.notify();
-    loops_wakeup.notify();
+    heartbeat_wakeup.notify();
+    maintenance_wakeup.notify();
     while (flusher_running || loops_alive > 0) {
       co_await drain_wakeup.wait_for(env(), 50);
-      loops_wakeup.notify();
+      heartbeat_wakeup.notify();
+      maintenance_wakeup.notify();
     }
     // Handlers still running on the pool (past the deadline) must not touch
     // this worker after run() returns: wait for the pool to finish them.
     pool->join();
+    for (Wakeup* w : {&claim_wakeup, &flush_wakeup, &heartbeat_wakeup, &maintenance_wakeup, &drain_wakeup})
+      w->release();
+    std::lock_guard lock(executor_mu);
+    executor.reset();
   }
 };
 

@@ -1,5 +1,5 @@
 // The fixture of the conformance suite: one parameter per backend.
-// To add a backend, add a line to tests/conformance/backends_test.cpp.
+// To add a backend, add it to all_backends() below.
 #pragma once
 
 #include <asyncmq/backend.hpp>
@@ -27,6 +27,17 @@ struct BackendParam {
 };
 
 inline std::string PrintToString(const BackendParam& p) { return p.name; }
+
+// Every backend the suite runs against. Redis and PostgreSQL join here.
+inline auto all_backends() {
+  return ::testing::Values(
+      BackendParam{"memory", [](const std::string&) { return std::string("memory://"); }},
+      BackendParam{"sqlite", [](const std::string& dir) { return "sqlite://" + dir + "/store.db"; }});
+}
+
+inline std::string backend_name(const ::testing::TestParamInfo<BackendParam>& info) {
+  return info.param.name;
+}
 
 class BackendConformance : public ::testing::TestWithParam<BackendParam> {
  protected:

@@ -30,7 +30,7 @@ boost::asio::awaitable<void> FakeEnv::sleep_for(std::int64_t ms) {
   }
   co_await timer->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
   std::lock_guard lock(mu_);
-  std::erase(sleepers_, sleeper);
+  std::erase_if(sleepers_, [&](const std::weak_ptr<Sleeper>& w) { return w.lock() == sleeper; });
 }
 
 std::uint64_t FakeEnv::random_u64() {
@@ -47,8 +47,11 @@ void FakeEnv::wake_due() {
     std::lock_guard lock(mu_);
     std::int64_t now = now_.load();
     for (auto it = sleepers_.begin(); it != sleepers_.end();) {
-      if ((*it)->deadline <= now) {
-        due.push_back(*it);
+      auto s = it->lock();
+      if (!s) {
+        it = sleepers_.erase(it);
+      } else if (s->deadline <= now) {
+        due.push_back(std::move(s));
         it = sleepers_.erase(it);
       } else {
         ++it;
@@ -68,9 +71,10 @@ void FakeEnv::advance(std::int64_t ms) {
 
 std::optional<std::int64_t> FakeEnv::next_deadline() {
   std::lock_guard lock(mu_);
-  if (sleepers_.empty()) return std::nullopt;
-  std::int64_t d = sleepers_.front()->deadline;
-  for (auto& s : sleepers_) d = std::min(d, s->deadline);
+  std::optional<std::int64_t> d;
+  for (auto& w : sleepers_) {
+    if (auto s = w.lock()) d = d ? std::min(*d, s->deadline) : s->deadline;
+  }
   return d;
 }
 

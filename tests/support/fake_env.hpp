@@ -45,7 +45,9 @@ class FakeEnv final : public Env {
   std::atomic<std::int64_t> now_;
   std::mutex mu_;
   std::uint64_t rng_;
-  std::vector<std::shared_ptr<Sleeper>> sleepers_;
+  // Weak: a sleeper belongs to its coroutine's frame, which may be destroyed
+  // with its io_context before this Env.
+  std::vector<std::weak_ptr<Sleeper>> sleepers_;
 };
 
 // Runs `io` until `done()` holds, moving `env`'s clock to the next sleeper's
