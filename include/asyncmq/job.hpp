@@ -96,6 +96,11 @@ struct Backoff {
 
 // Per-job options, given to Queue::add. Every field has a safe default.
 struct JobOptions {
+  // Not an aggregate on purpose: GCC 12 destroys an aggregate temporary twice
+  // when it is created inside a co_await expression (`co_await q.add(t, p,
+  // JobOptions{})`, or the default argument). A user-provided constructor
+  // avoids that miscompilation.
+  JobOptions() {}
   // Lower runs first, like Unix nice. Range [-1'000'000, 1'000'000].
   std::int32_t priority = 0;
   // Run no sooner than this many ms after add (state `delayed` until then).
