@@ -234,7 +234,8 @@ int do_bench(const Context& ctx, const BenchArgs& a) {
     std::cout << "  end-to-end   " << fmt_rate(e2e_rate)
               << " jobs/s  (producer and worker at once, first add to last completion)\n"
               << "  latency      p50 " << p50 << " ms, p99 " << p99
-              << " ms  (enqueue to handler start, end-to-end phase)\n";
+              << " ms  (enqueue to handler start in the end-to-end phase;\n"
+              << "               includes time in the backlog when enqueue outpaces processing)\n";
   }
   return kExitOk;
 }
