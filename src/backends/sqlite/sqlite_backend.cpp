@@ -325,35 +325,36 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
   "payload, result, error, attempts_made, stalls, created_ms, run_at_ms, started_ms, "      \
   "finished_ms, lease_token, lease_owner, lease_expires_ms"
 
-Job read_job(const Stmt& s) {
+// Decodes ASYNCMQ_JOB_COLS starting at column `o`.
+Job read_job(const Stmt& s, int o = 0) {
   Job j;
-  j.id = s.id(0);
-  j.queue = s.str(1);
-  j.task = s.str(2);
-  j.state = static_cast<JobState>(s.i64(3));
-  j.options.priority = static_cast<std::int32_t>(s.i64(4));
-  j.options.delay_ms = s.i64(5);
-  j.options.attempts = static_cast<std::int32_t>(s.i64(6));
-  j.options.backoff.kind = static_cast<Backoff::Kind>(s.i64(7));
-  j.options.backoff.delay_ms = s.i64(8);
-  j.options.backoff.max_delay_ms = s.i64(9);
-  j.options.backoff.jitter = s.dbl(10);
-  j.options.timeout_ms = s.i64(11);
-  j.options.lifo = s.i64(12) != 0;
-  j.options.idempotency_key = s.str(13);
-  j.options.subject = s.str(14);
-  j.payload = s.str(15);
-  j.result = s.str(16);
-  j.error = s.str(17);
-  j.attempts_made = static_cast<std::int32_t>(s.i64(18));
-  j.stalls = static_cast<std::int32_t>(s.i64(19));
-  j.created_ms = s.i64(20);
-  j.run_at_ms = s.i64(21);
-  j.started_ms = s.i64(22);
-  j.finished_ms = s.i64(23);
-  j.lease.token = static_cast<std::uint64_t>(s.i64(24));
-  j.lease.owner = s.str(25);
-  j.lease.expires_ms = s.i64(26);
+  j.id = s.id(o + 0);
+  j.queue = s.str(o + 1);
+  j.task = s.str(o + 2);
+  j.state = static_cast<JobState>(s.i64(o + 3));
+  j.options.priority = static_cast<std::int32_t>(s.i64(o + 4));
+  j.options.delay_ms = s.i64(o + 5);
+  j.options.attempts = static_cast<std::int32_t>(s.i64(o + 6));
+  j.options.backoff.kind = static_cast<Backoff::Kind>(s.i64(o + 7));
+  j.options.backoff.delay_ms = s.i64(o + 8);
+  j.options.backoff.max_delay_ms = s.i64(o + 9);
+  j.options.backoff.jitter = s.dbl(o + 10);
+  j.options.timeout_ms = s.i64(o + 11);
+  j.options.lifo = s.i64(o + 12) != 0;
+  j.options.idempotency_key = s.str(o + 13);
+  j.options.subject = s.str(o + 14);
+  j.payload = s.str(o + 15);
+  j.result = s.str(o + 16);
+  j.error = s.str(o + 17);
+  j.attempts_made = static_cast<std::int32_t>(s.i64(o + 18));
+  j.stalls = static_cast<std::int32_t>(s.i64(o + 19));
+  j.created_ms = s.i64(o + 20);
+  j.run_at_ms = s.i64(o + 21);
+  j.started_ms = s.i64(o + 22);
+  j.finished_ms = s.i64(o + 23);
+  j.lease.token = static_cast<std::uint64_t>(s.i64(o + 24));
+  j.lease.owner = s.str(o + 25);
+  j.lease.expires_ms = s.i64(o + 26);
   return j;
 }
 
@@ -437,6 +438,12 @@ void configure(Db& db, bool sync_full) {
   db.exec("PRAGMA temp_store=MEMORY");
   // 64 MiB of page cache: the hot index pages stay in memory.
   db.exec("PRAGMA cache_size=-65536");
+  // Checkpoint every 8192 pages (32 MiB of WAL) rather than SQLite's 1000:
+  // each checkpoint fsyncs, and at 1000 pages a busy queue checkpointed
+  // every few dozen commits (measured: commit time 3-5x lower). The WAL is
+  // truncated back to 64 MiB at most after a checkpoint.
+  db.exec("PRAGMA wal_autocheckpoint=8192");
+  db.exec("PRAGMA journal_size_limit=67108864");
 }
 
 // ---------------------------------------------------------------------------
@@ -723,28 +730,38 @@ std::vector<Job> do_claim(Db& db, const ClaimRequest& r) {
   promote_queue(db, r.queue, r.now_ms);
   if (r.max == 0 || paused(db, r.queue)) return out;
   std::int64_t limit = static_cast<std::int64_t>(std::min<std::size_t>(r.max, 1u << 30));
+  // Read the claimable rows in claim order straight off jobs_claim, then
+  // flip each by rowid. (UPDATE ... RETURNING per row measured ~3x slower:
+  // SQLite materialises RETURNING rows through an ephemeral table.)
   std::vector<std::int64_t> rowids;
   {
     Stmt s(db,
-           "SELECT rowid FROM jobs WHERE queue = ?1 AND state = 0 "
+           "SELECT rowid, " ASYNCMQ_JOB_COLS " FROM jobs WHERE queue = ?1 AND state = 0 "
            "ORDER BY priority, ord, id LIMIT ?2");
     s.bind_text(1, r.queue).bind(2, limit);
-    while (s.step()) rowids.push_back(s.i64(0));
+    while (s.step()) {
+      rowids.push_back(s.i64(0));
+      out.push_back(read_job(s, 1));
+    }
   }
-  if (rowids.empty()) return out;
-  std::uint64_t token = take_tokens(db, rowids.size());
-  out.reserve(rowids.size());
-  for (std::int64_t rowid : rowids) {
+  if (out.empty()) return out;
+  std::uint64_t token = take_tokens(db, out.size());
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    Job& j = out[i];
+    j.state = JobState::active;
+    j.attempts_made++;
+    j.started_ms = r.now_ms;
+    j.lease = Lease{token++, r.worker_id, r.now_ms + r.lease_ms};
     Stmt s(db,
-           "UPDATE jobs SET state = 2, attempts_made = attempts_made + 1, started_ms = ?1, "
-           "lease_token = ?2, lease_owner = ?3, lease_expires_ms = ?4 WHERE rowid = ?5 "
-           "RETURNING " ASYNCMQ_JOB_COLS);
-    s.bind(1, r.now_ms)
-        .bind(2, static_cast<std::int64_t>(token++))
-        .bind_text(3, r.worker_id)
-        .bind(4, r.now_ms + r.lease_ms)
-        .bind(5, rowid);
-    if (s.step()) out.push_back(read_job(s));
+           "UPDATE jobs SET state = 2, attempts_made = ?1, started_ms = ?2, lease_token = ?3, "
+           "lease_owner = ?4, lease_expires_ms = ?5 WHERE rowid = ?6");
+    s.bind(1, j.attempts_made)
+        .bind(2, j.started_ms)
+        .bind(3, static_cast<std::int64_t>(j.lease.token))
+        .bind_text(4, j.lease.owner)
+        .bind(5, j.lease.expires_ms)
+        .bind(6, rowids[i])
+        .run();
   }
   return out;
 }
