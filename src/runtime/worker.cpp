@@ -220,9 +220,13 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
         static_cast<std::size_t>(options.claim_batch > 0 ? options.claim_batch : options.concurrency);
     std::int64_t idle_wait = options.poll_min_ms;
     auto ex = co_await boost::asio::this_coro::executor;
+    // Refill in batches: claiming one job each time one finishes would make a
+    // round trip per job. Wait until half a batch of slots is free, unless
+    // the worker is idle.
+    const int refill = std::max(1, static_cast<int>(batch) / 2);
     while (!stop_requested.load()) {
       int free = options.concurrency - executing;
-      if (free <= 0) {
+      if (free <= 0 || (executing > 0 && free < refill)) {
         co_await claim_wakeup.wait();
         continue;
       }
