@@ -139,6 +139,7 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
   Wakeup claim_wakeup, flush_wakeup, heartbeat_wakeup, maintenance_wakeup, drain_wakeup;
 
   std::atomic<bool> stop_requested{false};
+  std::uint64_t claim_calls = 0, finish_calls = 0;  // for the batching figures in the log
   std::mutex executor_mu;  // guards `executor` for stop() from other threads
 
   std::atomic<std::uint64_t> claimed{0}, completed{0}, retried{0}, dead{0}, lease_lost{0},
@@ -211,7 +212,7 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
     pending_outcomes.push_back(std::move(out));
     --executing;
     flush_wakeup.notify();
-    claim_wakeup.notify();
+    drain_wakeup.notify();
   }
 
   // --- the loops ---------------------------------------------------------
@@ -220,13 +221,18 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
         static_cast<std::size_t>(options.claim_batch > 0 ? options.claim_batch : options.concurrency);
     std::int64_t idle_wait = options.poll_min_ms;
     auto ex = co_await boost::asio::this_coro::executor;
+    // A job holds its slot until its outcome is recorded, not just until its
+    // handler returns: that bounds the unrecorded outcomes (and the leases
+    // held for them) and makes the claim loop yield to the flusher even when
+    // handlers and the backend complete without suspending.
     // Refill in batches: claiming one job each time one finishes would make a
     // round trip per job. Wait until half a batch of slots is free, unless
     // the worker is idle.
     const int refill = std::max(1, static_cast<int>(batch) / 2);
     while (!stop_requested.load()) {
-      int free = options.concurrency - executing;
-      if (free <= 0 || (executing > 0 && free < refill)) {
+      int held = static_cast<int>(running.size());
+      int free = options.concurrency - held;
+      if (free <= 0 || (held > 0 && free < refill)) {
         co_await claim_wakeup.wait();
         continue;
       }
@@ -241,6 +247,7 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
           got = true;
           want -= jobs.size();
           claimed += jobs.size();
+          ++claim_calls;
           for (auto& job : jobs) {
             std::uint64_t token = job.lease.token;
             running.emplace(token, Running{std::move(job), nullptr});
@@ -272,7 +279,7 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
       std::vector<bool> applied;
       bool failed = false;
       try {
-        applied = co_await backend().finish(batch);
+        applied = co_await backend().finish(batch);  // a copy: kept for a retry
       } catch (const std::exception& e) {
         failed = true;
         core::log(core::LogLevel::warn, "worker",
@@ -287,6 +294,7 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
         co_await env().sleep_for(std::max<std::int64_t>(options.poll_min_ms, 10));
         continue;
       }
+      ++finish_calls;
       for (std::size_t i = 0; i < batch.size(); ++i) {
         const Outcome& o = batch[i];
         if (!applied[i]) {
@@ -300,6 +308,7 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
         }
         running.erase(o.token);
       }
+      claim_wakeup.notify();
       drain_wakeup.notify();
     }
   }
@@ -429,6 +438,10 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
     // Handlers still running on the pool (past the deadline) must not touch
     // this worker after run() returns: wait for the pool to finish them.
     pool->join();
+    core::log(core::LogLevel::debug, "worker",
+              "stopped: " + std::to_string(claimed.load()) + " jobs in " +
+                  std::to_string(claim_calls) + " claims, " + std::to_string(finish_calls) +
+                  " finish batches");
     for (Wakeup* w : {&claim_wakeup, &flush_wakeup, &heartbeat_wakeup, &maintenance_wakeup, &drain_wakeup})
       w->release();
     std::lock_guard lock(executor_mu);
