@@ -25,8 +25,8 @@
 // the file (meta.token), so they are unique across processes too.
 //
 // Schema. One rowid table `jobs` with every Job field in its own column
-// (inspectable with the sqlite3 shell) and four partial or covering indexes,
-// each serving one hot query:
+// (inspectable with the sqlite3 shell), the unique index on the 16-byte id,
+// and four partial or covering indexes, each serving one hot query:
 //   jobs_claim   (queue, priority, ord, id) WHERE state = waiting
 //                ord is the FIFO key, negated for LIFO jobs, so one index
 //                scan yields the claim order; the claim touches only the
@@ -42,6 +42,10 @@
 // with PRAGMA application_id (kApplicationId) and its schema version with
 // PRAGMA user_version; a file that is not SQLite, or an SQLite database that
 // belongs to someone else, is refused and never written to.
+//
+// Why a rowid table and not WITHOUT ROWID keyed by id: measured only ~10%
+// faster on no-op jobs, and a WITHOUT ROWID b-tree keeps whole rows in its
+// interior pages, so sealed payloads of a few KiB would make it deep.
 //
 // Counts are counted through jobs_list rather than kept in a counts table:
 // a counts table would add a row update to every transition and serialise
