@@ -212,6 +212,7 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
     pending_outcomes.push_back(std::move(out));
     --executing;
     flush_wakeup.notify();
+    claim_wakeup.notify();
     drain_wakeup.notify();
   }
 
@@ -221,18 +222,18 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
         static_cast<std::size_t>(options.claim_batch > 0 ? options.claim_batch : options.concurrency);
     std::int64_t idle_wait = options.poll_min_ms;
     auto ex = co_await boost::asio::this_coro::executor;
-    // A job holds its slot until its outcome is recorded, not just until its
-    // handler returns: that bounds the unrecorded outcomes (and the leases
-    // held for them) and makes the claim loop yield to the flusher even when
-    // handlers and the backend complete without suspending.
     // Refill in batches: claiming one job each time one finishes would make a
     // round trip per job. Wait until half a batch of slots is free, unless
-    // the worker is idle.
+    // the worker is idle. Outcomes not yet recorded are bounded too (at most
+    // `concurrency` of them), which makes the claim loop yield to the flusher
+    // even when handlers and the backend complete without suspending; below
+    // that bound, claims and finishes overlap, and a backend that groups
+    // concurrent calls commits them together.
     const int refill = std::max(1, static_cast<int>(batch) / 2);
     while (!stop_requested.load()) {
-      int held = static_cast<int>(running.size());
-      int free = options.concurrency - held;
-      if (free <= 0 || (held > 0 && free < refill)) {
+      int free = options.concurrency - executing;
+      int unrecorded = static_cast<int>(running.size()) - executing;
+      if (free <= 0 || (executing > 0 && free < refill) || unrecorded >= options.concurrency) {
         co_await claim_wakeup.wait();
         continue;
       }
@@ -260,6 +261,8 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
       }
       if (got) {
         idle_wait = options.poll_min_ms;
+        // Let the jobs just spawned and the flusher run before claiming more.
+        co_await boost::asio::post(ex, use_awaitable);
       } else {
         co_await claim_wakeup.wait_for(env(), idle_wait);
         idle_wait = std::min(idle_wait * 2, options.poll_max_ms);
