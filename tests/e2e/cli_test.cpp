@@ -218,6 +218,9 @@ struct BadInput {
   const char* message;  // a substring of stderr
 };
 
+// Names the case in test listings instead of dumping its bytes.
+void PrintTo(const BadInput& c, std::ostream* os) { *os << c.name; }
+
 class CliBadInput : public CliTest, public ::testing::WithParamInterface<BadInput> {};
 
 std::vector<BadInput> bad_inputs() {
