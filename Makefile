@@ -28,8 +28,8 @@ bench: build
 # ThreadSanitizer on the worker runtime tests.
 tsan: setup
 	@cmake --preset tsan >/dev/null
-	@cmake --build --preset tsan -j $(JOBS) --target unit_tests
-	@./build/tsan/tests/unit_tests --gtest_filter='Worker*:*Runtime*'
+	@cmake --build --preset tsan -j $(JOBS) --target conformance_tests
+	@TSAN_OPTIONS=halt_on_error=1 ./build/tsan/tests/conformance_tests --gtest_filter='*WorkerConformance*'
 
 clean:
 	@rm -rf build

@@ -225,15 +225,16 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
     // Refill in batches: claiming one job each time one finishes would make a
     // round trip per job. Wait until half a batch of slots is free, unless
     // the worker is idle. Outcomes not yet recorded are bounded too (at most
-    // `concurrency` of them), which makes the claim loop yield to the flusher
-    // even when handlers and the backend complete without suspending; below
-    // that bound, claims and finishes overlap, and a backend that groups
-    // concurrent calls commits them together.
+    // two batches of them), which makes the claim loop yield to the flusher
+    // even when handlers and the backend complete without suspending. Below
+    // that bound the next claim goes out while the last batch's outcomes are
+    // being recorded, and a backend that groups concurrent calls (SQLite's
+    // writer) commits both in one transaction: one commit per batch, not two.
     const int refill = std::max(1, static_cast<int>(batch) / 2);
     while (!stop_requested.load()) {
       int free = options.concurrency - executing;
       int unrecorded = static_cast<int>(running.size()) - executing;
-      if (free <= 0 || (executing > 0 && free < refill) || unrecorded >= options.concurrency) {
+      if (free <= 0 || (executing > 0 && free < refill) || unrecorded >= 2 * options.concurrency) {
         co_await claim_wakeup.wait();
         continue;
       }
