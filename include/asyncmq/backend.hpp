@@ -45,6 +45,9 @@ namespace asyncmq {
 
 class Env;
 
+// Note for callers on GCC 12: build request structs as named variables before
+// `co_await backend.claim(request)`; GCC 12 destroys an aggregate temporary
+// created inside a co_await expression twice.
 struct ClaimRequest {
   std::string queue;
   std::string worker_id;     // recorded as the lease owner
