@@ -83,7 +83,10 @@ class Worker {
   // lets in-flight jobs finish within shutdown_grace_ms, releases the rest
   // (their leases are given back so another worker takes them at once), and
   // returns. Must be co_awaited on a single-threaded executor (an
-  // io_context run by one thread, or a strand).
+  // io_context run by one thread, or a strand). A blocking handler that
+  // ignores TaskContext::cancelled() past the deadline delays the return
+  // until it finishes (a thread cannot be killed safely); its job has been
+  // released already, and its late outcome is refused by the fencing token.
   boost::asio::awaitable<void> run();
 
   // Begins a graceful shutdown. Safe from any thread and from a signal
