@@ -1,0 +1,196 @@
+// Known-answer tests for the OpenSSL wrappers in src/security/crypto.hpp,
+// from the specifications; they always run.
+//   - AES-256-GCM: Test Cases 13-16 of McGrew & Viega, "The Galois/Counter
+//     Mode of Operation (GCM)", the AES-256 vectors NIST's GCM page points to.
+//   - HMAC-SHA-256: RFC 4231 test cases 1-7 (case 5 truncated to 128 bits).
+#include "security/crypto.hpp"
+
+#include <asyncmq/error.hpp>
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace asyncmq::security {
+namespace {
+
+std::string h(std::string_view hex) { return from_hex(hex); }
+
+struct GcmVector {
+  const char* name;
+  const char* key;
+  const char* iv;
+  const char* plain;
+  const char* aad;
+  const char* ct;
+  const char* tag;
+};
+
+const std::string kK15 = "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308";
+const std::string kP15 =
+    "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
+    "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255";
+const std::string kC15 =
+    "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
+    "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad";
+
+std::vector<GcmVector> gcm_vectors() {
+  static const std::string p16 = kP15.substr(0, 120), c16 = kC15.substr(0, 120);
+  return {
+      {"TestCase13", "0000000000000000000000000000000000000000000000000000000000000000",
+       "000000000000000000000000", "", "", "", "530f8afbc74536b9a963b4f1c4cb738b"},
+      {"TestCase14", "0000000000000000000000000000000000000000000000000000000000000000",
+       "000000000000000000000000", "00000000000000000000000000000000", "",
+       "cea7403d4d606b6e074ec5d3baf39d18", "d0d1c8a799996bf0265b98b5d48ab919"},
+      {"TestCase15", kK15.c_str(), "cafebabefacedbaddecaf888", kP15.c_str(), "", kC15.c_str(),
+       "b094dac5d93471bdec1a502270e3cc6c"},
+      {"TestCase16", kK15.c_str(), "cafebabefacedbaddecaf888", p16.c_str(),
+       "feedfacedeadbeeffeedfacedeadbeefabaddad2", c16.c_str(),
+       "76fc6ece0f4e1768cddf8853bb2d551b"},
+  };
+}
+
+TEST(CryptoGcmKat, McGrewViegaTestCases13To16Seal) {
+  for (const auto& v : gcm_vectors()) {
+    SCOPED_TRACE(v.name);
+    GcmSealed s = aes256_gcm_seal(h(v.key), h(v.iv), h(v.aad), h(v.plain));
+    EXPECT_EQ(to_hex(s.ciphertext), v.ct);
+    EXPECT_EQ(to_hex(s.tag), v.tag);
+  }
+}
+
+TEST(CryptoGcmKat, McGrewViegaTestCases13To16Open) {
+  for (const auto& v : gcm_vectors()) {
+    SCOPED_TRACE(v.name);
+    auto plain = aes256_gcm_open(h(v.key), h(v.iv), h(v.aad), h(v.ct), h(v.tag));
+    ASSERT_TRUE(plain.has_value());
+    EXPECT_EQ(to_hex(*plain), v.plain);
+  }
+}
+
+TEST(CryptoGcmKat, EveryFlippedBitIsRefused) {
+  const auto v = gcm_vectors()[3];  // has plaintext and aad
+  const std::string key = h(v.key), iv = h(v.iv), aad = h(v.aad), ct = h(v.ct), tag = h(v.tag);
+  auto flip_each = [&](std::string base, auto open_with) {
+    for (std::size_t bit = 0; bit < base.size() * 8; ++bit) {
+      std::string x = base;
+      x[bit / 8] = static_cast<char>(x[bit / 8] ^ (1 << (bit % 8)));
+      EXPECT_FALSE(open_with(x).has_value()) << "bit " << bit;
+    }
+  };
+  flip_each(ct, [&](const std::string& x) { return aes256_gcm_open(key, iv, aad, x, tag); });
+  flip_each(tag, [&](const std::string& x) { return aes256_gcm_open(key, iv, aad, ct, x); });
+  flip_each(iv, [&](const std::string& x) { return aes256_gcm_open(key, x, aad, ct, tag); });
+  flip_each(aad, [&](const std::string& x) { return aes256_gcm_open(key, iv, x, ct, tag); });
+  flip_each(key, [&](const std::string& x) { return aes256_gcm_open(x, iv, aad, ct, tag); });
+}
+
+TEST(CryptoGcm, RefusesWrongLengths) {
+  const std::string key(32, 'k'), iv(12, 'n'), tag(16, 't');
+  EXPECT_THROW(aes256_gcm_seal(std::string(16, 'k'), iv, "", "x"), InvalidArgument);
+  EXPECT_THROW(aes256_gcm_seal(key, std::string(16, 'n'), "", "x"), InvalidArgument);
+  EXPECT_THROW(aes256_gcm_seal(key, "", "", "x"), InvalidArgument);
+  EXPECT_THROW(aes256_gcm_open(key, iv, "", "x", std::string(12, 't')), InvalidArgument);
+  EXPECT_THROW(aes256_gcm_open(key, std::string(8, 'n'), "", "x", tag), InvalidArgument);
+}
+
+TEST(CryptoGcm, RoundTripsBinaryAndLargeData) {
+  const std::string key = random_bytes(32);
+  std::string plain(100'000, '\0');
+  for (std::size_t i = 0; i < plain.size(); ++i) plain[i] = static_cast<char>(i * 131);
+  const std::string nonce = random_gcm_nonce();
+  GcmSealed s = aes256_gcm_seal(key, nonce, std::string("a\0d", 3), plain);
+  EXPECT_NE(s.ciphertext, plain);
+  auto back = aes256_gcm_open(key, nonce, std::string("a\0d", 3), s.ciphertext, s.tag);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, plain);
+  EXPECT_FALSE(aes256_gcm_open(key, nonce, "a", s.ciphertext, s.tag));
+}
+
+TEST(CryptoRandom, NoncesDiffer) {
+  EXPECT_EQ(random_gcm_nonce().size(), kGcmNonceBytes);
+  EXPECT_NE(random_gcm_nonce(), random_gcm_nonce());
+  EXPECT_EQ(random_bytes(0), "");
+}
+
+struct HmacVector {
+  const char* name;
+  std::string key;
+  std::string data;
+  const char* mac;  // may be truncated (case 5)
+};
+
+std::vector<HmacVector> rfc4231() {
+  std::string key4;
+  for (int i = 1; i <= 25; ++i) key4.push_back(static_cast<char>(i));
+  return {
+      {"RFC4231 case 1", std::string(20, '\x0b'), "Hi There",
+       "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"},
+      {"RFC4231 case 2", "Jefe", "what do ya want for nothing?",
+       "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"},
+      {"RFC4231 case 3", std::string(20, '\xaa'), std::string(50, '\xdd'),
+       "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"},
+      {"RFC4231 case 4", key4, std::string(50, '\xcd'),
+       "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"},
+      {"RFC4231 case 5", std::string(20, '\x0c'), "Test With Truncation",
+       "a3b6167473100ee06e0c796c2955552b"},
+      {"RFC4231 case 6", std::string(131, '\xaa'),
+       "Test Using Larger Than Block-Size Key - Hash Key First",
+       "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"},
+      {"RFC4231 case 7", std::string(131, '\xaa'),
+       "This is a test using a larger than block-size key and a larger than block-size "
+       "data. The key needs to be hashed before being used by the HMAC algorithm.",
+       "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"},
+  };
+}
+
+TEST(CryptoHmacKat, Rfc4231Cases1To7) {
+  for (const auto& v : rfc4231()) {
+    SCOPED_TRACE(v.name);
+    std::string mac = to_hex(hmac_sha256(v.key, v.data));
+    ASSERT_EQ(mac.size(), 64u);
+    std::string want = v.mac;
+    EXPECT_EQ(mac.substr(0, want.size()), want);
+  }
+}
+
+TEST(CryptoHmac, EmptyKeyAndMessage) {
+  // HMAC-SHA256("", "") — a well-known value.
+  EXPECT_EQ(to_hex(hmac_sha256("", "")),
+            "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
+}
+
+TEST(CryptoCompare, ConstantTimeEqual) {
+  EXPECT_TRUE(constant_time_equal("", ""));
+  EXPECT_TRUE(constant_time_equal(std::string("a\0b", 3), std::string("a\0b", 3)));
+  EXPECT_FALSE(constant_time_equal(std::string("a\0b", 3), std::string("a\0c", 3)));
+  EXPECT_FALSE(constant_time_equal("abc", "ab"));
+}
+
+TEST(CryptoWipe, SecureWipeZeroes) {
+  std::string s = "secret-bytes";
+  secure_wipe(s);
+  EXPECT_EQ(s, std::string(12, '\0'));
+}
+
+TEST(CryptoEncoding, HexAndBase64) {
+  EXPECT_EQ(to_hex(std::string("\x00\xff\x10", 3)), "00ff10");
+  EXPECT_EQ(from_hex("00FF10"), std::string("\x00\xff\x10", 3));
+  EXPECT_THROW(from_hex("0"), InvalidArgument);
+  EXPECT_THROW(from_hex("zz"), InvalidArgument);
+  // RFC 4648 section 10.
+  const char* cases[][2] = {{"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
+                            {"foo", "Zm9v"},  {"foob", "Zm9vYg=="},  {"fooba", "Zm9vYmE="},
+                            {"foobar", "Zm9vYmFy"}};
+  for (auto& c : cases) {
+    EXPECT_EQ(base64_encode(c[0]), c[1]);
+    EXPECT_EQ(base64_decode(c[1]), c[0]);
+  }
+  EXPECT_THROW(base64_decode("Zm9"), InvalidArgument);
+  EXPECT_THROW(base64_decode("Zm9v YmFy"), InvalidArgument);
+  EXPECT_THROW(base64_decode("Zm=v"), InvalidArgument);
+  EXPECT_THROW(base64_decode("Zm9*"), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace asyncmq::security
