@@ -25,6 +25,7 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -44,6 +45,7 @@ namespace {
 
 using boost::asio::awaitable;
 using boost::asio::use_awaitable;
+using namespace boost::asio::experimental::awaitable_operators;
 
 std::string default_worker_id(Env& env) {
   char host[256] = {0};
@@ -109,6 +111,13 @@ class Wakeup {
   bool pending_ = false;
 };
 
+// An attempt that ran past JobOptions::timeout_ms. Retried like any failure.
+class TimedOut : public std::runtime_error {
+ public:
+  explicit TimedOut(std::int64_t ms)
+      : std::runtime_error("timed out after " + std::to_string(ms) + " ms") {}
+};
+
 }  // namespace
 
 struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
@@ -149,6 +158,15 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
   Backend& backend() { return client->backend(); }
 
   // --- running one job --------------------------------------------------
+  // Asks a blocking handler to stop once `ms` have passed, unless cancelled
+  // first (the handler returned in time).
+  awaitable<void> watch_deadline(std::int64_t ms, TaskContext& ctx) {
+    co_await env().sleep_for(ms);
+    // Not folded into the if: GCC 12 miscompiles co_await in a condition.
+    auto state = co_await boost::asio::this_coro::cancellation_state;
+    if (state.cancelled() == boost::asio::cancellation_type::none) ctx.request_cancel();
+  }
+
   // Holds `self` so that a handler finishing after run() returned (it
   // ignored cancellation past the shutdown deadline) still finds its worker.
   awaitable<void> run_job(std::uint64_t token, std::shared_ptr<Impl> self) {
@@ -169,14 +187,41 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
       if (!task) throw InvalidArgument("no handler registered for task '" + job.task + "'",
                                        errc::unknown_task);
       boost::json::value result;
-      if (task->async) {
+      const std::int64_t limit = job.options.timeout_ms;
+      const std::int64_t started = env().now_ms();
+      if (task->async && limit > 0) {
+        // The loser of the race is cancelled: a handler stops at its next
+        // suspension (asio throws operation_aborted into it there).
+        auto first = co_await (task->async(*r.ctx) || env().sleep_for(limit));
+        if (first.index() == 1) {
+          r.ctx->request_cancel();
+          throw TimedOut(limit);
+        }
+        result = std::move(std::get<0>(first));
+      } else if (task->async) {
         result = co_await task->async(*r.ctx);
       } else if (task->options.blocking) {
         TaskContext& ctx = *r.ctx;
         const SyncHandler& fn = task->sync;
+        // A thread cannot be stopped safely: past its time limit a blocking
+        // handler is asked to stop (ctx.cancelled()) and, whatever it
+        // returns, its attempt counts as timed out.
+        // The watch's completion handler owns the signal, so the signal
+        // outlives the watch however the two finish.
+        // (No co_await inside this statement: GCC 12 destroys temporaries of
+        // a full-expression that contains a co_await twice.)
+        auto stop_watch = std::make_shared<boost::asio::cancellation_signal>();
+        if (limit > 0) {
+          auto keep_signal = [stop_watch](std::exception_ptr) {};
+          boost::asio::co_spawn(*executor, watch_deadline(limit, ctx),
+                                boost::asio::bind_cancellation_slot(stop_watch->slot(),
+                                                                    std::move(keep_signal)));
+        }
         result = co_await boost::asio::co_spawn(
             *pool, [&fn, &ctx]() -> awaitable<boost::json::value> { co_return fn(ctx); },
             use_awaitable);
+        if (limit > 0) stop_watch->emit(boost::asio::cancellation_type::terminal);
+        if (limit > 0 && env().now_ms() - started >= limit) throw TimedOut(limit);
       } else {
         result = task->sync(*r.ctx);
       }

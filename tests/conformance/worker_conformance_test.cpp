@@ -10,6 +10,7 @@
 #include <boost/asio/co_spawn.hpp>
 
 #include <atomic>
+#include <thread>
 
 namespace asyncmq::testing {
 namespace {
@@ -281,6 +282,73 @@ TEST_P(WorkerConformance, StopPastTheDeadlineReleasesTheRest) {
   auto again = claim("q", 1, 1000, "next");
   ASSERT_EQ(again.size(), 1u);
   EXPECT_EQ(again[0].id, id);
+}
+
+TEST_P(WorkerConformance, CoroutineHandlerPastItsTimeoutIsCancelledAndRetried) {
+  int started = 0, stopped_cleanly = 0;
+  tasks->add("hang", [&](TaskContext& ctx) -> boost::asio::awaitable<boost::json::value> {
+    ++started;
+    for (int i = 0; i < 1000; ++i) co_await ctx.env().sleep_for(100);  // 100 s: far too long
+    ++stopped_cleanly;
+    co_return "never";
+  });
+  JobOptions o;
+  o.timeout_ms = 1'000;
+  o.attempts = 2;
+  o.backoff = Backoff{Backoff::Kind::fixed, 10, 10, 0.0};
+  JobId id = add("q", "hang", object{}, o);
+  Worker worker(client(), tasks, options());
+  boost::asio::io_context io;
+  bool finished = false;
+  start(worker, io, finished);
+  std::int64_t t0 = env().now_ms();
+  ASSERT_TRUE(run_until(io, env(), [&] { return state_of(id) == JobState::dead; }));
+  EXPECT_LT(env().now_ms() - t0, 10'000);  // two attempts of ~1 s, not 100 s each
+  worker.stop();
+  ASSERT_TRUE(run_until(io, env(), [&] { return finished; }));
+  auto job = sync_wait(client()->get(id));
+  EXPECT_EQ(job->attempts_made, 2);
+  EXPECT_EQ(job->error, "timed out after 1000 ms");
+  EXPECT_EQ(started, 2);
+  EXPECT_EQ(stopped_cleanly, 0);
+}
+
+TEST_P(WorkerConformance, BlockingHandlerPastItsTimeoutIsAskedToStopAndReportedTimedOut) {
+  tasks->add("spin", [](TaskContext& ctx) -> boost::json::value {
+    while (!ctx.cancelled()) std::this_thread::yield();  // cooperative: checks cancelled()
+    return "stopped";
+  });
+  JobOptions o;
+  o.timeout_ms = 500;
+  JobId id = add("q", "spin", object{}, o);
+  Worker worker(client(), tasks, options());
+  boost::asio::io_context io;
+  bool finished = false;
+  start(worker, io, finished);
+  ASSERT_TRUE(run_until(io, env(), [&] { return state_of(id) == JobState::dead; }));
+  worker.stop();
+  ASSERT_TRUE(run_until(io, env(), [&] { return finished; }));
+  EXPECT_EQ(sync_wait(client()->get(id))->error, "timed out after 500 ms");
+}
+
+TEST_P(WorkerConformance, HandlerWithinItsTimeoutCompletes) {
+  tasks->add("quick", [](TaskContext& ctx) -> boost::asio::awaitable<boost::json::value> {
+    co_await ctx.env().sleep_for(200);
+    co_return "ok";
+  });
+  tasks->add("quick-blocking", [](TaskContext&) -> boost::json::value { return "ok"; });
+  JobOptions o;
+  o.timeout_ms = 1'000;
+  JobId a = add("q", "quick", object{}, o);
+  JobId b = add("q", "quick-blocking", object{}, o);
+  Worker worker(client(), tasks, options());
+  boost::asio::io_context io;
+  bool finished = false;
+  start(worker, io, finished);
+  ASSERT_TRUE(run_until(io, env(), [&] { return all_in({a, b}, JobState::completed); }));
+  worker.stop();
+  ASSERT_TRUE(run_until(io, env(), [&] { return finished; }));
+  EXPECT_EQ(sync_wait(client()->get(a))->result, "\"ok\"");
 }
 
 INSTANTIATE_TEST_SUITE_P(AllBackends, WorkerConformance, all_backends(), backend_name);
