@@ -108,7 +108,10 @@ struct JobOptions {
   // Total attempts including the first. 1 means "never retry". Range [1, 1000].
   std::int32_t attempts = 1;
   Backoff backoff;
-  // Per-attempt time limit in ms; 0 means none.
+  // Per-attempt time limit in ms; 0 means none. Past it a coroutine handler
+  // is cancelled at its next suspension and a blocking one is asked to stop
+  // (TaskContext::cancelled()); the attempt fails with "timed out after N ms"
+  // and follows the retry policy.
   std::int64_t timeout_ms = 0;
   // Take this job before the other waiting jobs of the same priority.
   bool lifo = false;
