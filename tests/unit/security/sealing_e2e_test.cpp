@@ -1,0 +1,111 @@
+// End to end through a Client on a real SQLite file: with the sealing codec,
+// no byte sequence of a payload's marker (nor the data subject) reaches the
+// database file or its WAL, while Client::get returns the original payload.
+#include <asyncmq/client.hpp>
+#include <asyncmq/queue.hpp>
+#include <asyncmq/security.hpp>
+#include <asyncmq/sync.hpp>
+
+#include "security/crypto.hpp"
+#include "support/fake_env.hpp"
+#include "support/temp_dir.hpp"
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace asyncmq::testing {
+namespace {
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Every window of `min_len` or more bytes of `marker` that occurs in any
+// file of `dir`, as "file: window".
+std::vector<std::string> leaks(const std::string& dir, const std::string& marker,
+                               std::size_t min_len) {
+  std::vector<std::string> found;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (!entry.is_regular_file()) continue;
+    const std::string bytes = slurp(entry.path());
+    for (std::size_t i = 0; i + min_len <= marker.size(); ++i) {
+      std::string window = marker.substr(i, min_len);
+      if (bytes.find(window) != std::string::npos)
+        found.push_back(entry.path().filename().string() + ": " + window);
+    }
+  }
+  return found;
+}
+
+TEST(SealingEndToEnd, MarkerNeverReachesSqliteFileOrWal) {
+  TempDir dir;
+  FakeEnv env;
+  auto ring = std::make_shared<Keyring>();
+  ring->add("k1", KeyState::primary, Secret(security::random_bytes(32)));
+  ring->set_index_key("ix", Secret(security::random_bytes(32)));
+  ClientOptions options;
+  options.codec = make_sealing_codec(ring);
+
+  const std::string marker = "MARKER-7f3a9c-hiv-positive-Jane-Roe";
+  const std::string subject = "subject-patient-0042";
+  const std::string uri = "sqlite://" + dir.file("x.db");
+  JobId id;
+  {
+    auto client = Client::open(uri, env, options);
+    Queue q(client, "clinic");
+    JobOptions jo;
+    jo.subject = subject;
+    id = sync_wait(q.add("notify", boost::json::object{{"note", marker}, {"n", 7}}, jo));
+
+    // While the store is open: the job is durable, so its bytes are in the
+    // WAL (or the file) by now.
+    ASSERT_TRUE(std::filesystem::exists(dir.file("x.db")));
+    auto found = leaks(dir.path(), marker, 8);
+    EXPECT_TRUE(found.empty()) << "first leak: " << found.front();
+    EXPECT_TRUE(leaks(dir.path(), subject, 8).empty());
+
+    auto job = sync_wait(client->get(id));
+    ASSERT_TRUE(job);
+    EXPECT_EQ(boost::json::parse(job->payload),
+              (boost::json::object{{"note", marker}, {"n", 7}}));
+    EXPECT_EQ(job->options.subject, options.codec->encode_subject(subject));
+  }
+  // After close (checkpoint into the main file), still nowhere.
+  auto found = leaks(dir.path(), marker, 8);
+  EXPECT_TRUE(found.empty()) << "first leak: " << found.front();
+  EXPECT_TRUE(leaks(dir.path(), subject, 8).empty());
+
+  // Reopened with the same keys the job opens; with other keys it does not.
+  {
+    auto client = Client::open(uri, env, options);
+    auto job = sync_wait(client->get(id));
+    ASSERT_TRUE(job);
+    EXPECT_NE(job->payload.find(marker), std::string::npos);
+  }
+  {
+    auto other = std::make_shared<Keyring>();
+    other->add("k1", KeyState::primary, Secret(security::random_bytes(32)));
+    ClientOptions o;
+    o.codec = make_sealing_codec(other);
+    auto client = Client::open(uri, env, o);
+    try {
+      sync_wait(client->get(id));
+      ADD_FAILURE() << "opened under another key";
+    } catch (const IntegrityError& e) {
+      std::string what = e.what();
+      EXPECT_NE(what.find(id.str()), std::string::npos) << what;
+      EXPECT_NE(what.find("key 'k1'"), std::string::npos) << what;
+      EXPECT_EQ(what.find("MARKER"), std::string::npos) << what;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace asyncmq::testing
