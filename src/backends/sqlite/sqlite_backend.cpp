@@ -26,7 +26,7 @@
 //
 // Schema. One rowid table `jobs` with every Job field in its own column
 // (inspectable with the sqlite3 shell), the unique index on the 16-byte id,
-// and four partial or covering indexes, each serving one hot query:
+// and three partial indexes, each serving one hot query:
 //   jobs_claim   (queue, priority, ord, id) WHERE state = waiting
 //                ord is the FIFO key, negated for LIFO jobs, so one index
 //                scan yields the claim order; the claim touches only the
@@ -35,21 +35,25 @@
 //                promotion reads only due entries.
 //   jobs_lease   (lease_expires_ms) WHERE state = active
 //                reclaim reads only expired leases.
-//   jobs_list    (queue, state, id): list pages by id and counts per state
-//                without touching the table (a covering index).
+// There is deliberately no (queue, state, id) index: it was rewritten
+// (delete + insert) on every state transition, for `list` and `counts`
+// only. `list` reads the partial index of its state (waiting, delayed,
+// failed, active) or walks the id index (completed, dead), in id order
+// either way; it is not a hot path.
+// `counts` holds the number of jobs per (queue, state). Ops record their
+// changes in memory (Db::count); the writer adds the sums for the whole
+// batch just before COMMIT, a handful of row updates per commit however
+// many jobs moved, so counting is one small read.
 // `queues` records every queue that has held a job or been paused (and the
 // pause flag); `meta` holds the fencing-token counter. The store is marked
 // with PRAGMA application_id (kApplicationId) and its schema version with
-// PRAGMA user_version; a file that is not SQLite, or an SQLite database that
-// belongs to someone else, is refused and never written to.
+// PRAGMA user_version; a file that is not SQLite, an SQLite database that
+// belongs to someone else, or a store of another schema version is refused
+// and never written to.
 //
 // Why a rowid table and not WITHOUT ROWID keyed by id: measured only ~10%
 // faster on no-op jobs, and a WITHOUT ROWID b-tree keeps whole rows in its
 // interior pages, so sealed payloads of a few KiB would make it deep.
-//
-// Counts are counted through jobs_list rather than kept in a counts table:
-// a counts table would add a row update to every transition and serialise
-// on a hot row, while counting is rare (dashboards, tests).
 #include "backends/sqlite/sqlite_backend.hpp"
 
 #include <asyncmq/env.hpp>
@@ -81,7 +85,7 @@ using boost::asio::awaitable;
 
 // 'AQMQ': marks a file as an asyncmq store.
 constexpr int kApplicationId = 0x41514d51;
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 // ---------------------------------------------------------------------------
 // Errors: every SQLite result code becomes an asyncmq error here, and only
@@ -177,6 +181,51 @@ class Db {
   Db& operator=(const Db&) = delete;
 
   sqlite3* handle() const { return db_; }
+
+  // Per-(queue, state) job-count changes of the current transaction. An op
+  // records into op_counts(); the lane keeps them (merge_op_counts) once the
+  // op succeeded, drops them (drop_op_counts) when it was rolled back, and
+  // writes the sum into `counts` just before COMMIT (flush_counts).
+  struct CountDelta {
+    std::string queue;
+    std::array<std::int64_t, kJobStateCount> n{};
+  };
+  void count(std::string_view queue, JobState state, std::int64_t n) {
+    if (n == 0) return;
+    CountDelta* d = nullptr;
+    for (auto& e : op_counts_)
+      if (e.queue == queue) {
+        d = &e;
+        break;
+      }
+    if (!d) {
+      op_counts_.push_back(CountDelta{std::string(queue), {}});
+      d = &op_counts_.back();
+    }
+    d->n[static_cast<std::size_t>(state)] += n;
+  }
+  void merge_op_counts() {
+    for (auto& o : op_counts_) {
+      CountDelta* d = nullptr;
+      for (auto& e : tx_counts_)
+        if (e.queue == o.queue) {
+          d = &e;
+          break;
+        }
+      if (!d) {
+        tx_counts_.push_back(std::move(o));
+        continue;
+      }
+      for (std::size_t k = 0; k < o.n.size(); ++k) d->n[k] += o.n[k];
+    }
+    op_counts_.clear();
+  }
+  void drop_op_counts() { op_counts_.clear(); }
+  void drop_tx_counts() {
+    op_counts_.clear();
+    tx_counts_.clear();
+  }
+  void flush_counts();
   const std::string& path() const { return path_; }
 
   [[noreturn]] void fail(int rc, std::string_view what) const { throw_sqlite(db_, rc, what, path_); }
@@ -203,6 +252,7 @@ class Db {
   std::string path_;
   sqlite3* db_ = nullptr;
   std::unordered_map<const char*, sqlite3_stmt*> cache_;
+  std::vector<CountDelta> op_counts_, tx_counts_;
 };
 
 // One use of a cached statement: binds, steps, and resets on scope exit so
@@ -263,6 +313,13 @@ class Stmt {
     int n = sqlite3_column_bytes(s_, c);
     return p ? std::string(static_cast<const char*>(p), static_cast<std::size_t>(n)) : std::string();
   }
+  // Valid until the next step or reset of this statement.
+  std::string_view view(int c) const {
+    const void* p = sqlite3_column_blob(s_, c);
+    int n = sqlite3_column_bytes(s_, c);
+    return p ? std::string_view(static_cast<const char*>(p), static_cast<std::size_t>(n))
+             : std::string_view();
+  }
   JobId id(int c) const {
     std::array<std::uint8_t, 16> b{};
     const void* p = sqlite3_column_blob(s_, c);
@@ -279,6 +336,21 @@ class Stmt {
   Db& db_;
   sqlite3_stmt* s_;
 };
+
+void Db::flush_counts() {
+  merge_op_counts();
+  std::vector<CountDelta> deltas;
+  deltas.swap(tx_counts_);
+  for (const auto& d : deltas) {
+    for (std::size_t k = 0; k < d.n.size(); ++k) {
+      if (d.n[k] == 0) continue;
+      Stmt s(*this,
+             "INSERT INTO counts(queue, state, n) VALUES(?1, ?2, ?3) "
+             "ON CONFLICT(queue, state) DO UPDATE SET n = n + excluded.n");
+      s.bind_text(1, d.queue).bind(2, static_cast<std::int64_t>(k)).bind(3, d.n[k]).run();
+    }
+  }
+}
 
 // ---------------------------------------------------------------------------
 // Schema and row mapping.
@@ -317,7 +389,8 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_claim ON jobs(queue, priority, ord, id) WHERE state = 0;
 CREATE INDEX jobs_timed ON jobs(queue, run_at_ms) WHERE state IN (1, 4);
 CREATE INDEX jobs_lease ON jobs(lease_expires_ms) WHERE state = 2;
-CREATE INDEX jobs_list ON jobs(queue, state, id);
+CREATE TABLE counts (queue TEXT NOT NULL, state INTEGER NOT NULL, n INTEGER NOT NULL,
+                     PRIMARY KEY(queue, state)) WITHOUT ROWID;
 CREATE TABLE queues (name TEXT PRIMARY KEY, paused INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 )sql";
@@ -572,6 +645,7 @@ class Lane {
     auto fail_all = [&](std::exception_ptr e) {
       for (auto& op : batch) op->fail(e);
     };
+    db.drop_tx_counts();
     try {
       Stmt(db, writer_ ? "BEGIN IMMEDIATE" : "BEGIN").run();
     } catch (...) {
@@ -591,6 +665,10 @@ class Lane {
         }
       }
       op->execute(db);
+      if (op->failed())
+        db.drop_op_counts();
+      else
+        db.merge_op_counts();
       if (use_savepoints) {
         if (op->failed()) {
           sqlite3_exec(db.handle(), "ROLLBACK TO op", nullptr, nullptr, nullptr);
@@ -608,6 +686,7 @@ class Lane {
         }
         for (std::size_t k = 0; k < batch.size(); ++k)
           if (k != i || !batch[k]->failed()) batch[k]->fail(e);
+        db.drop_tx_counts();
         return;
       }
     }
@@ -616,9 +695,11 @@ class Lane {
       return;
     }
     try {
+      if (writer_) db.flush_counts();
       Stmt(db, "COMMIT").run();
     } catch (...) {
       auto e = std::current_exception();
+      db.drop_tx_counts();
       sqlite3_exec(db.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
       if (writer_) fail_all(e);
     }
@@ -705,13 +786,27 @@ void do_enqueue(Db& db, const std::vector<Job>& jobs) {
     if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
       throw Conflict("job id " + j.id.str() + " already exists");
     if (rc != SQLITE_DONE) db.fail(rc, "enqueue");
+    db.count(j.queue, state, 1);
   }
 }
 
 std::size_t promote_queue(Db& db, const std::string& queue, std::int64_t now_ms) {
+  // Count first (an index range read, usually empty), then move.
+  std::int64_t due[2] = {0, 0};
+  {
+    Stmt s(db,
+           "SELECT state, count(*) FROM jobs WHERE queue = ?1 AND state IN (1, 4) AND "
+           "run_at_ms <= ?2 GROUP BY state");
+    s.bind_text(1, queue).bind(2, now_ms);
+    while (s.step()) due[s.i64(0) == 1 ? 0 : 1] += s.i64(1);
+  }
+  if (due[0] + due[1] == 0) return 0;
   Stmt s(db,
          "UPDATE jobs SET state = 0 WHERE queue = ?1 AND state IN (1, 4) AND run_at_ms <= ?2");
   s.bind_text(1, queue).bind(2, now_ms).run();
+  db.count(queue, JobState::delayed, -due[0]);
+  db.count(queue, JobState::failed, -due[1]);
+  db.count(queue, JobState::waiting, due[0] + due[1]);
   return static_cast<std::size_t>(sqlite3_changes(db.handle()));
 }
 
@@ -767,6 +862,8 @@ std::vector<Job> do_claim(Db& db, const ClaimRequest& r) {
         .bind(6, rowids[i])
         .run();
   }
+  db.count(r.queue, JobState::waiting, -static_cast<std::int64_t>(out.size()));
+  db.count(r.queue, JobState::active, static_cast<std::int64_t>(out.size()));
   return out;
 }
 
@@ -787,31 +884,38 @@ std::vector<bool> do_finish(Db& db, const std::vector<Outcome>& outcomes) {
   std::vector<bool> ok(outcomes.size());
   for (std::size_t i = 0; i < outcomes.size(); ++i) {
     const Outcome& o = outcomes[i];
+    // The job's rowid and queue, if it is still active under this lease
+    // (the queue names the count that moves).
+    Stmt f(db, "SELECT rowid, queue FROM jobs WHERE id = ?1 AND state = 2 AND lease_token = ?2");
+    f.bind_id(1, o.id).bind(2, static_cast<std::int64_t>(o.token));
+    if (!f.step()) continue;
     const char* sql = nullptr;
+    JobState to = JobState::completed;
     switch (o.kind) {
       case Outcome::Kind::completed:
         sql = "UPDATE jobs SET state = 3, result = ?1, finished_ms = ?2, lease_token = 0, "
-              "lease_owner = '', lease_expires_ms = 0 "
-              "WHERE id = ?3 AND state = 2 AND lease_token = ?4";
+              "lease_owner = '', lease_expires_ms = 0 WHERE rowid = ?3";
         break;
       case Outcome::Kind::retry:
+        to = JobState::failed;
         sql = "UPDATE jobs SET state = 4, error = ?1, run_at_ms = ?2, lease_token = 0, "
-              "lease_owner = '', lease_expires_ms = 0 "
-              "WHERE id = ?3 AND state = 2 AND lease_token = ?4";
+              "lease_owner = '', lease_expires_ms = 0 WHERE rowid = ?3";
         break;
       case Outcome::Kind::dead:
+        to = JobState::dead;
         sql = "UPDATE jobs SET state = 5, error = ?1, finished_ms = ?2, lease_token = 0, "
-              "lease_owner = '', lease_expires_ms = 0 "
-              "WHERE id = ?3 AND state = 2 AND lease_token = ?4";
+              "lease_owner = '', lease_expires_ms = 0 WHERE rowid = ?3";
         break;
     }
     Stmt s(db, sql);
     s.bind_blob(1, o.kind == Outcome::Kind::completed ? o.result : o.error)
         .bind(2, o.kind == Outcome::Kind::retry ? o.run_at_ms : o.now_ms)
-        .bind_id(3, o.id)
-        .bind(4, static_cast<std::int64_t>(o.token));
+        .bind(3, f.i64(0));
     s.run();
-    ok[i] = sqlite3_changes(db.handle()) > 0;
+    std::string_view queue = f.view(1);
+    db.count(queue, JobState::active, -1);
+    db.count(queue, to, 1);
+    ok[i] = true;
   }
   return ok;
 }
@@ -832,17 +936,20 @@ ReclaimResult do_reclaim(Db& db, std::int64_t now_ms, int max_stalls) {
     JobId id;
     std::int64_t rowid;
     std::int64_t stalls;
+    std::string queue;
   };
   std::vector<Expired> expired;
   {
-    Stmt s(db, "SELECT id, rowid, stalls FROM jobs WHERE state = 2 AND lease_expires_ms < ?1");
+    Stmt s(db,
+           "SELECT id, rowid, stalls, queue FROM jobs WHERE state = 2 AND lease_expires_ms < ?1");
     s.bind(1, now_ms);
-    while (s.step()) expired.push_back({s.id(0), s.i64(1), s.i64(2)});
+    while (s.step()) expired.push_back({s.id(0), s.i64(1), s.i64(2), s.str(3)});
   }
   std::sort(expired.begin(), expired.end(),
             [](const Expired& a, const Expired& b) { return a.id < b.id; });
   ReclaimResult out;
   for (const auto& e : expired) {
+    db.count(e.queue, JobState::active, -1);
     std::int64_t stalls = e.stalls + 1;
     if (stalls > max_stalls) {
       Stmt s(db,
@@ -851,12 +958,14 @@ ReclaimResult do_reclaim(Db& db, std::int64_t now_ms, int max_stalls) {
       std::string error = "stalled: lease expired " + std::to_string(stalls) + " times";
       s.bind(1, stalls).bind_blob(2, error).bind(3, now_ms).bind(4, e.rowid).run();
       out.dead.push_back(e.id);
+      db.count(e.queue, JobState::dead, 1);
     } else {
       Stmt s(db,
              "UPDATE jobs SET state = 0, stalls = ?1, lease_token = 0, lease_owner = '', "
              "lease_expires_ms = 0 WHERE rowid = ?2");
       s.bind(1, stalls).bind(2, e.rowid).run();
       out.requeued.push_back(e.id);
+      db.count(e.queue, JobState::waiting, 1);
     }
   }
   return out;
@@ -894,7 +1003,7 @@ JobPage do_list(Db& db, const ListRequest& r) {
 
 StateCounts do_counts(Db& db, const std::string& queue) {
   StateCounts c{};
-  Stmt s(db, "SELECT state, count(*) FROM jobs WHERE queue = ?1 GROUP BY state");
+  Stmt s(db, "SELECT state, n FROM counts WHERE queue = ?1");
   s.bind_text(1, queue);
   while (s.step()) {
     auto st = s.i64(0);
@@ -910,24 +1019,31 @@ std::vector<std::string> do_queues(Db& db) {
   return out;
 }
 
-// The job's rowid and state, or NotFound.
-std::pair<std::int64_t, JobState> locate(Db& db, const JobId& id) {
-  Stmt s(db, "SELECT rowid, state FROM jobs WHERE id = ?1");
+struct Located {
+  std::int64_t rowid;
+  JobState state;
+  std::string queue;
+};
+
+// The job's rowid, state and queue, or NotFound.
+Located locate(Db& db, const JobId& id) {
+  Stmt s(db, "SELECT rowid, state, queue FROM jobs WHERE id = ?1");
   s.bind_id(1, id);
   if (!s.step()) throw NotFound("job " + id.str() + " not found");
-  return {s.i64(0), static_cast<JobState>(s.i64(1))};
+  return {s.i64(0), static_cast<JobState>(s.i64(1)), s.str(2)};
 }
 
 void do_remove(Db& db, const JobId& id) {
-  auto [rowid, state] = locate(db, id);
+  auto [rowid, state, queue] = locate(db, id);
   if (state == JobState::active)
     throw Conflict("job " + id.str() + " is active; it can be removed once it finishes");
   Stmt s(db, "DELETE FROM jobs WHERE rowid = ?1");
   s.bind(1, rowid).run();
+  db.count(queue, state, -1);
 }
 
 void do_retry(Db& db, const JobId& id, std::int64_t now_ms) {
-  auto [rowid, state] = locate(db, id);
+  auto [rowid, state, queue] = locate(db, id);
   if (state != JobState::failed && state != JobState::dead)
     throw Conflict("job " + id.str() + " is " + std::string(to_string(state)) +
                    "; only failed or dead jobs can be retried");
@@ -935,6 +1051,8 @@ void do_retry(Db& db, const JobId& id, std::int64_t now_ms) {
          "UPDATE jobs SET state = 0, attempts_made = 0, stalls = 0, run_at_ms = ?1, "
          "finished_ms = 0 WHERE rowid = ?2");
   s.bind(1, now_ms).bind(2, rowid).run();
+  db.count(queue, state, -1);
+  db.count(queue, JobState::waiting, 1);
 }
 
 void do_set_paused(Db& db, const std::string& queue, bool paused) {

@@ -207,6 +207,76 @@ TEST_F(SqliteBackendTest, RefusesAnotherApplicationsDatabase) {
   EXPECT_EQ(read_file(path), before);
 }
 
+// A store written by another schema version (here: an older one) is
+// refused with a typed error naming the version, and left untouched.
+TEST_F(SqliteBackendTest, RefusesAStoreOfAnotherSchemaVersion) {
+  std::string path = dir_.file("old.db");
+  {
+    auto b = open("old.db");
+    sync_wait(b->enqueue({make_job()}));
+  }
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version=1", nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  std::string before = read_file(path);
+  try {
+    open("old.db");
+    FAIL() << "opened a store of another schema version";
+  } catch (const BackendError& e) {
+    EXPECT_EQ(e.kind(), errc::corrupt_store);
+    EXPECT_NE(std::string(e.what()).find("schema version 1"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read_file(path), before);
+}
+
+// Counts are kept in a table, updated once per commit: every transition
+// (enqueue, claim, finish, retry, remove, reclaim) and a rolled-back op of a
+// group (duplicate id) must leave them equal to the jobs actually stored.
+TEST_F(SqliteBackendTest, CountsFollowEveryTransitionAndIgnoreRolledBackOps) {
+  auto b = open();
+  Job a = make_job(), c = make_job(), d = make_job();
+  sync_wait(b->enqueue({a, c, d}));
+  EXPECT_THROW(sync_wait(b->enqueue({make_job(), a})), Conflict);
+  auto st = counts(*b);
+  EXPECT_EQ(st[static_cast<int>(JobState::waiting)], 3u);
+  ClaimRequest r;
+  r.queue = "q";
+  r.max = 3;
+  r.now_ms = env_.now_ms();
+  r.lease_ms = 1000;
+  auto claimed = sync_wait(b->claim(r));
+  ASSERT_EQ(claimed.size(), 3u);
+  std::vector<Outcome> outs(2);
+  outs[0].id = claimed[0].id;
+  outs[0].token = claimed[0].lease.token;
+  outs[0].kind = Outcome::Kind::completed;
+  outs[1].id = claimed[1].id;
+  outs[1].token = claimed[1].lease.token + 999;  // a lost lease: not applied
+  outs[1].kind = Outcome::Kind::dead;
+  auto ok = sync_wait(b->finish(outs));
+  EXPECT_EQ(ok, (std::vector<bool>{true, false}));
+  st = counts(*b);
+  EXPECT_EQ(st[static_cast<int>(JobState::active)], 2u);
+  EXPECT_EQ(st[static_cast<int>(JobState::completed)], 1u);
+  EXPECT_EQ(st[static_cast<int>(JobState::dead)], 0u);
+  auto rec = sync_wait(b->reclaim_expired(r.now_ms + 5000, 0));
+  EXPECT_EQ(rec.dead.size(), 2u);
+  st = counts(*b);
+  EXPECT_EQ(st[static_cast<int>(JobState::active)], 0u);
+  EXPECT_EQ(st[static_cast<int>(JobState::dead)], 2u);
+  sync_wait(b->retry(rec.dead[0], r.now_ms));
+  sync_wait(b->remove(claimed[0].id));
+  st = counts(*b);
+  EXPECT_EQ(st, (StateCounts{1, 0, 0, 0, 0, 1}));
+  // And across a reopen.
+  b.reset();
+  b = open();
+  EXPECT_EQ(counts(*b), (StateCounts{1, 0, 0, 0, 0, 1}));
+}
+
 TEST_F(SqliteBackendTest, MissingDirectoryIsNotFound) {
   std::string path = dir_.file("no/such/dir/store.db");
   try {
