@@ -39,6 +39,18 @@ class WorkerConformance : public BackendConformance {
     });
   }
 
+  // Runs a worker with `o` until `done` holds, then stops it gracefully.
+  WorkerStats run_worker(WorkerOptions o, const std::function<bool()>& done) {
+    Worker worker(client(), tasks, std::move(o));
+    boost::asio::io_context io;
+    bool finished = false;
+    start(worker, io, finished);
+    EXPECT_TRUE(run_until(io, env(), done)) << "the condition never held";
+    worker.stop();
+    EXPECT_TRUE(run_until(io, env(), [&] { return finished; })) << "the worker did not stop";
+    return worker.stats();
+  }
+
   JobState state_of(const JobId& id) { return sync_wait(backend().get(id))->state; }
 
   bool all_in(const std::vector<JobId>& ids, JobState s) {
@@ -63,19 +75,13 @@ TEST_P(WorkerConformance, RunsCoroutineInlineAndBlockingHandlers) {
   JobId b = add("q", "inline", object{{"n", 2}}, {});
   JobId c = add("q", "blocking", object{{"n", 3}}, {});
 
-  Worker worker(client(), tasks, options());
-  boost::asio::io_context io;
-  bool finished = false;
-  start(worker, io, finished);
-  ASSERT_TRUE(run_until(io, env(), [&] { return all_in({a, b, c}, JobState::completed); }));
-  worker.stop();
-  ASSERT_TRUE(run_until(io, env(), [&] { return finished; }));
+  WorkerStats stats = run_worker(options(), [&] { return all_in({a, b, c}, JobState::completed); });
 
   EXPECT_EQ(sync_wait(client()->get(a))->result, R"({"co":1})");
   EXPECT_EQ(sync_wait(client()->get(b))->result, "3");
   EXPECT_EQ(sync_wait(client()->get(c))->result, "30");
-  EXPECT_EQ(worker.stats().completed, 3u);
-  EXPECT_EQ(worker.stats().claimed, 3u);
+  EXPECT_EQ(stats.completed, 3u);
+  EXPECT_EQ(stats.claimed, 3u);
 }
 
 TEST_P(WorkerConformance, FailingJobIsRetriedWithBackoffUntilDead) {
@@ -91,13 +97,7 @@ TEST_P(WorkerConformance, FailingJobIsRetriedWithBackoffUntilDead) {
   o.backoff = Backoff{Backoff::Kind::exponential, 1000, 60'000, 0.0};
   JobId id = add("q", "boom", object{}, o);
 
-  Worker worker(client(), tasks, options());
-  boost::asio::io_context io;
-  bool finished = false;
-  start(worker, io, finished);
-  ASSERT_TRUE(run_until(io, env(), [&] { return state_of(id) == JobState::dead; }));
-  worker.stop();
-  ASSERT_TRUE(run_until(io, env(), [&] { return finished; }));
+  WorkerStats stats = run_worker(options(), [&] { return state_of(id) == JobState::dead; });
 
   auto job = sync_wait(client()->get(id));
   EXPECT_EQ(calls.load(), 3);
@@ -106,8 +106,8 @@ TEST_P(WorkerConformance, FailingJobIsRetriedWithBackoffUntilDead) {
   ASSERT_EQ(started.size(), 3u);
   EXPECT_GE(started[1] - started[0], 1000);  // first retry waits the base delay
   EXPECT_GE(started[2] - started[1], 2000);  // the second twice as long
-  EXPECT_EQ(worker.stats().retried, 2u);
-  EXPECT_EQ(worker.stats().dead, 1u);
+  EXPECT_EQ(stats.retried, 2u);
+  EXPECT_EQ(stats.dead, 1u);
 }
 
 TEST_P(WorkerConformance, FlakyJobSucceedsOnRetry) {
@@ -119,13 +119,7 @@ TEST_P(WorkerConformance, FlakyJobSucceedsOnRetry) {
   o.attempts = 3;
   o.backoff.delay_ms = 100;
   JobId id = add("q", "flaky", object{}, o);
-  Worker worker(client(), tasks, options());
-  boost::asio::io_context io;
-  bool finished = false;
-  start(worker, io, finished);
-  ASSERT_TRUE(run_until(io, env(), [&] { return state_of(id) == JobState::completed; }));
-  worker.stop();
-  ASSERT_TRUE(run_until(io, env(), [&] { return finished; }));
+  run_worker(options(), [&] { return state_of(id) == JobState::completed; });
   auto job = sync_wait(client()->get(id));
   EXPECT_EQ(job->attempts_made, 2);
   EXPECT_EQ(job->result, "\"ok\"");
@@ -139,13 +133,7 @@ TEST_P(WorkerConformance, UnrecoverableErrorAndUnknownTaskGoDeadWithAClearReason
   o.attempts = 5;
   JobId fatal = add("q", "fatal", object{}, o);
   JobId unknown = add("q", "nobody-handles-this", object{}, {});
-  Worker worker(client(), tasks, options());
-  boost::asio::io_context io;
-  bool finished = false;
-  start(worker, io, finished);
-  ASSERT_TRUE(run_until(io, env(), [&] { return all_in({fatal, unknown}, JobState::dead); }));
-  worker.stop();
-  ASSERT_TRUE(run_until(io, env(), [&] { return finished; }));
+  run_worker(options(), [&] { return all_in({fatal, unknown}, JobState::dead); });
   auto f = sync_wait(client()->get(fatal));
   EXPECT_EQ(f->attempts_made, 1);
   EXPECT_EQ(f->error, "card expired");
@@ -165,13 +153,7 @@ TEST_P(WorkerConformance, NeverRunsMoreThanItsConcurrency) {
   for (int i = 0; i < 20; ++i) ids.push_back(add("q", "slow", object{}, {}));
   auto o = options();
   o.concurrency = 3;
-  Worker worker(client(), tasks, o);
-  boost::asio::io_context io;
-  bool finished = false;
-  start(worker, io, finished);
-  ASSERT_TRUE(run_until(io, env(), [&] { return all_in(ids, JobState::completed); }));
-  worker.stop();
-  ASSERT_TRUE(run_until(io, env(), [&] { return finished; }));
+  run_worker(o, [&] { return all_in(ids, JobState::completed); });
   EXPECT_EQ(peak, 3);
 }
 
@@ -321,13 +303,7 @@ TEST_P(WorkerConformance, BlockingHandlerPastItsTimeoutIsAskedToStopAndReportedT
   JobOptions o;
   o.timeout_ms = 500;
   JobId id = add("q", "spin", object{}, o);
-  Worker worker(client(), tasks, options());
-  boost::asio::io_context io;
-  bool finished = false;
-  start(worker, io, finished);
-  ASSERT_TRUE(run_until(io, env(), [&] { return state_of(id) == JobState::dead; }));
-  worker.stop();
-  ASSERT_TRUE(run_until(io, env(), [&] { return finished; }));
+  run_worker(options(), [&] { return state_of(id) == JobState::dead; });
   EXPECT_EQ(sync_wait(client()->get(id))->error, "timed out after 500 ms");
 }
 
@@ -341,13 +317,7 @@ TEST_P(WorkerConformance, HandlerWithinItsTimeoutCompletes) {
   o.timeout_ms = 1'000;
   JobId a = add("q", "quick", object{}, o);
   JobId b = add("q", "quick-blocking", object{}, o);
-  Worker worker(client(), tasks, options());
-  boost::asio::io_context io;
-  bool finished = false;
-  start(worker, io, finished);
-  ASSERT_TRUE(run_until(io, env(), [&] { return all_in({a, b}, JobState::completed); }));
-  worker.stop();
-  ASSERT_TRUE(run_until(io, env(), [&] { return finished; }));
+  run_worker(options(), [&] { return all_in({a, b}, JobState::completed); });
   EXPECT_EQ(sync_wait(client()->get(a))->result, "\"ok\"");
 }
 
