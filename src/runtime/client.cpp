@@ -59,9 +59,10 @@ std::shared_ptr<Client> Client::open(std::string_view uri, Env& env, ClientOptio
 }
 
 void Client::decode(Job& job) {
-  if (!job.payload.empty())
-    job.payload = codec_->decode({job.queue, job.id, Field::payload}, job.payload);
-  if (!job.result.empty())
+  // Always decoded, even when empty: a blanked payload (or a completed job's
+  // blanked result) must fail the codec's check, not read as "nothing".
+  job.payload = codec_->decode({job.queue, job.id, Field::payload}, job.payload);
+  if (job.state == JobState::completed || !job.result.empty())
     job.result = codec_->decode({job.queue, job.id, Field::result}, job.result);
   if (!job.error.empty())
     job.error = codec_->decode({job.queue, job.id, Field::error}, job.error);

@@ -226,10 +226,10 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
         result = task->sync(*r.ctx);
       }
       out.kind = Outcome::Kind::completed;
-      if (!result.is_null()) {
-        out.result = client->codec().encode({job.queue, job.id, Field::result},
-                                            boost::json::serialize(result));
-      }
+      // Encoded even when null, so that every completed job's result passes
+      // through the codec (a sealed result cannot be blanked unnoticed).
+      out.result = client->codec().encode({job.queue, job.id, Field::result},
+                                          boost::json::serialize(result));
     } catch (const UnrecoverableError& e) {
       unrecoverable = true;
       error = e.what();
