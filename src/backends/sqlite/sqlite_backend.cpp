@@ -670,10 +670,15 @@ class Lane {
       else
         db.merge_op_counts();
       if (use_savepoints) {
+        // Cached statements: sqlite3_exec would parse these once per op.
+        // Errors are ignored here as before; the autocommit check below
+        // catches a transaction that SQLite rolled back.
         if (op->failed()) {
-          sqlite3_exec(db.handle(), "ROLLBACK TO op", nullptr, nullptr, nullptr);
+          Stmt rb(db, "ROLLBACK TO op");
+          (void)rb.step_rc();
         }
-        sqlite3_exec(db.handle(), "RELEASE op", nullptr, nullptr, nullptr);
+        Stmt rel(db, "RELEASE op");
+        (void)rel.step_rc();
       }
       // Some errors (I/O, disk full) make SQLite roll back the whole
       // transaction: the ops before this one are lost, so every op fails.
