@@ -578,14 +578,24 @@ class OpImpl final : public Op {
     value_ = Value<T>{};
   }
   bool failed() const override { return error_ != nullptr; }
+  // The work guard travels with the result and is released on the caller's
+  // thread. Releasing it here, after the post, raced with the caller: its
+  // io_context could finish the handler and be destroyed while this thread
+  // still touched it (ASan: heap-use-after-free under load).
   void complete() override {
     auto ex = work_.get_executor();
     if constexpr (std::is_void_v<T>) {
-      boost::asio::post(ex, boost::asio::append(std::move(handler_), error_));
+      boost::asio::post(ex, [h = std::move(handler_), e = error_, w = std::move(work_)]() mutable {
+        w.reset();
+        std::move(h)(e);
+      });
     } else {
-      boost::asio::post(ex, boost::asio::append(std::move(handler_), error_, std::move(value_)));
+      boost::asio::post(ex, [h = std::move(handler_), e = error_, v = std::move(value_),
+                             w = std::move(work_)]() mutable {
+        w.reset();
+        std::move(h)(e, std::move(v));
+      });
     }
-    work_.reset();
   }
 
  private:
