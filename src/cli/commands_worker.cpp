@@ -60,11 +60,14 @@ int do_worker(const Context& ctx, WorkerArgs a) {
   a.options.queues = a.queues;
   auto tasks = make_registry(ctx.user_tasks);
 
-  auto client = open_client(ctx, Access::create);
-  auto worker = std::make_shared<Worker>(client, tasks, a.options);
-
+  // Catch SIGINT/SIGTERM before opening the store: a signal that arrives
+  // while the backend opens is held and then stops the worker gracefully,
+  // instead of killing the process mid-open.
   boost::asio::io_context io(1);
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+
+  auto client = open_client(ctx, Access::create);
+  auto worker = std::make_shared<Worker>(client, tasks, a.options);
   int signals_seen = 0;
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int signo) {
