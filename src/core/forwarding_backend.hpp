@@ -1,0 +1,72 @@
+// ForwardingBackend: a Backend that passes every call to another one.
+//
+// Decorators (policy enforcement, auditing) derive from it and override only
+// the calls they act on, so that a method added to the Backend contract is
+// forwarded by default instead of breaking every decorator. Whoever adds a
+// method to Backend adds its forwarder here.
+//
+// Thread safety: as safe as the inner backend. Lifetime: holds the inner
+// backend (shared).
+#pragma once
+
+#include <asyncmq/backend.hpp>
+
+#include <memory>
+#include <utility>
+
+namespace asyncmq::core {
+
+class ForwardingBackend : public Backend {
+ public:
+  explicit ForwardingBackend(std::shared_ptr<Backend> inner) : inner_(std::move(inner)) {}
+
+  boost::asio::awaitable<void> enqueue(std::vector<Job> jobs) override {
+    return inner_->enqueue(std::move(jobs));
+  }
+  boost::asio::awaitable<std::vector<Job>> claim(const ClaimRequest& request) override {
+    return inner_->claim(request);
+  }
+  boost::asio::awaitable<std::vector<bool>> heartbeat(std::vector<LeaseRef> leases,
+                                                      std::int64_t expires_ms) override {
+    return inner_->heartbeat(std::move(leases), expires_ms);
+  }
+  boost::asio::awaitable<std::vector<bool>> finish(std::vector<Outcome> outcomes) override {
+    return inner_->finish(std::move(outcomes));
+  }
+  boost::asio::awaitable<std::size_t> promote_due(std::int64_t now_ms) override {
+    return inner_->promote_due(now_ms);
+  }
+  boost::asio::awaitable<ReclaimResult> reclaim_expired(std::int64_t now_ms,
+                                                       int max_stalls) override {
+    return inner_->reclaim_expired(now_ms, max_stalls);
+  }
+  boost::asio::awaitable<std::optional<Job>> get(const JobId& id) override {
+    return inner_->get(id);
+  }
+  boost::asio::awaitable<JobPage> list(const ListRequest& request) override {
+    return inner_->list(request);
+  }
+  boost::asio::awaitable<StateCounts> counts(std::string_view queue) override {
+    return inner_->counts(queue);
+  }
+  boost::asio::awaitable<std::vector<std::string>> queues() override { return inner_->queues(); }
+  boost::asio::awaitable<void> remove(const JobId& id) override { return inner_->remove(id); }
+  boost::asio::awaitable<void> retry(const JobId& id, std::int64_t now_ms) override {
+    return inner_->retry(id, now_ms);
+  }
+  boost::asio::awaitable<void> set_paused(std::string_view queue, bool paused) override {
+    return inner_->set_paused(queue, paused);
+  }
+  boost::asio::awaitable<bool> is_paused(std::string_view queue) override {
+    return inner_->is_paused(queue);
+  }
+  std::string describe() const override { return inner_->describe(); }
+
+ protected:
+  Backend& inner() const { return *inner_; }
+
+ private:
+  std::shared_ptr<Backend> inner_;
+};
+
+}  // namespace asyncmq::core
