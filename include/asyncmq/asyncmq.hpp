@@ -7,6 +7,7 @@
 #include <asyncmq/codec.hpp>
 #include <asyncmq/env.hpp>
 #include <asyncmq/error.hpp>
+#include <asyncmq/identity.hpp>
 #include <asyncmq/job.hpp>
 #include <asyncmq/queue.hpp>
 #include <asyncmq/sync.hpp>

@@ -22,6 +22,9 @@
 
 namespace asyncmq {
 
+struct Principal;
+class Policy;
+
 struct ClientOptions {
   // Largest accepted payload, in bytes of JSON text. Larger ones are refused
   // with errc::payload_too_large before anything is written.
@@ -30,6 +33,14 @@ struct ClientOptions {
   std::size_t max_json_depth = 64;
   // The codec seam; null means make_plain_codec().
   std::shared_ptr<Codec> codec;
+  // Who is calling, and what they may do (include/asyncmq/identity.hpp).
+  // Both or neither: with both, every backend call of this Client (and of
+  // its Queues and Workers) is checked against `policy` for `principal`,
+  // denials throw PermissionDenied, and reads of queues where the principal
+  // is not admin show payload, result and error as kRedacted. Neither: no
+  // checks (the library trusts its caller).
+  std::shared_ptr<const Principal> principal;
+  std::shared_ptr<Policy> policy;
 };
 
 // Queue and task names: 1..128 characters from [A-Za-z0-9._:-], starting
@@ -63,6 +74,8 @@ class Client {
   boost::asio::awaitable<std::vector<std::string>> queues();
 
   // Decodes the stored fields of `job` in place. Throws IntegrityError.
+  // Fields redacted by the policy (kRedacted, with a principal attached)
+  // are left as they are.
   void decode(Job& job);
 
  private:

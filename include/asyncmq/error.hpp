@@ -9,7 +9,8 @@
 //   - transient          (retry later: the backend is busy or unreachable)
 //   - closed             (the object was shut down; reconnect / recreate)
 //   - integrity          (stored data failed a check; never retried)
-//   - permission         (the principal may not do this)
+//   - permission         (the principal may not do this, or its credential
+//                         was refused: unauthenticated)
 //
 // Public calls throw `asyncmq::Error` (or one of its subclasses below), so
 // plain code and coroutines read naturally. Messages name the problem and
@@ -51,6 +52,7 @@ enum class errc {
   corrupt_store,
   // permission
   permission_denied = 70,
+  unauthenticated,  // a credential was refused (unknown, expired, revoked, bad signature)
   // anything else a backend reports
   backend_failure = 80,
 };

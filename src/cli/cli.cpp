@@ -117,6 +117,8 @@ int run_cli(int argc, const char* const* argv, const TaskRegistry& tasks) {
   cli::add_queue_commands(app, ctx);
   cli::add_worker_command(app, ctx);
   cli::add_bench_command(app, ctx);
+  cli::add_identity_commands(app, ctx);
+  cli::add_identity_options(app, ctx);
 
   try {
     app.parse(argc, argv);
@@ -143,6 +145,7 @@ int run_cli(int argc, const char* const* argv, const TaskRegistry& tasks) {
     print_error("no command given; run 'asyncmq --help'");
     return cli::kExitUsage;
   }
+  cli::wrap_action_with_identity(app, ctx);
   return run_action(ctx.action);
 }
 

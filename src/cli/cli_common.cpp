@@ -1,6 +1,7 @@
 #include "cli/cli_common.hpp"
 
 #include <asyncmq/error.hpp>
+#include <asyncmq/identity.hpp>
 
 #include "core/uri.hpp"
 
@@ -90,7 +91,10 @@ void preflight_backend(std::string_view text, Access access) {
 
 std::shared_ptr<Client> open_client(const Context& ctx, Access access) {
   preflight_backend(ctx.backend_uri, access);
-  return Client::open(ctx.backend_uri);
+  ClientOptions options;
+  options.principal = ctx.principal;
+  options.policy = ctx.policy;
+  return Client::open(ctx.backend_uri, Env::system(), std::move(options));
 }
 
 std::string format_time_ms(std::int64_t ms) {

@@ -44,6 +44,20 @@ struct Context {
   bool json = false;
   const TaskRegistry* user_tasks = nullptr;
   Action action;
+
+  // Identity (commands_identity.cpp). Credentials are secrets: never
+  // printed, logged or put into an error message.
+  std::string api_key;        // --api-key / ASYNCMQ_API_KEY
+  std::string token;          // --token / ASYNCMQ_TOKEN (a JWT)
+  std::string policy_file;    // --policy / ASYNCMQ_POLICY
+  std::string api_keys_file = "asyncmq-api-keys.json";  // --api-keys / ASYNCMQ_API_KEYS
+  std::string jwks_file;      // --jwks / ASYNCMQ_JWKS: keys for --token
+  std::string jwt_issuer;     // --jwt-issuer / ASYNCMQ_JWT_ISSUER
+  std::vector<std::string> jwt_audiences;  // --jwt-audience / ASYNCMQ_JWT_AUDIENCE
+  // Resolved before the action runs (resolve_identity); both null without
+  // a policy: then the CLI checks nothing, as before identities existed.
+  std::shared_ptr<const Principal> principal;
+  std::shared_ptr<Policy> policy;
 };
 
 // How a command uses the store.
@@ -58,7 +72,8 @@ enum class Access {
 // changes a file. Other schemes are left to open_backend.
 void preflight_backend(std::string_view uri, Access access);
 
-// preflight_backend, then Client::open.
+// preflight_backend, then Client::open; with a principal and policy
+// resolved, the client enforces the policy.
 std::shared_ptr<Client> open_client(const Context& ctx, Access access);
 
 // Registers the subcommands; their callbacks set ctx.action.
@@ -66,6 +81,15 @@ void add_job_commands(CLI::App& app, Context& ctx);
 void add_queue_commands(CLI::App& app, Context& ctx);
 void add_worker_command(CLI::App& app, Context& ctx);
 void add_bench_command(CLI::App& app, Context& ctx);
+void add_identity_commands(CLI::App& app, Context& ctx);
+
+// The global identity options (--api-key, --token, --policy, --api-keys,
+// --jwks, --jwt-issuer, --jwt-audience and their environment variables).
+void add_identity_options(CLI::App& app, Context& ctx);
+// Wraps ctx.action so that, before it runs, the credential is resolved to
+// a principal and the policy loaded (see commands_identity.cpp), and a
+// worker whose principal may not claim from one of its queues is refused.
+void wrap_action_with_identity(CLI::App& app, Context& ctx);
 
 // ---- output ----
 

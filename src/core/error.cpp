@@ -27,6 +27,7 @@ class Category final : public boost::system::error_category {
       case errc::integrity: return "integrity check failed";
       case errc::corrupt_store: return "store is corrupt or not an asyncmq store";
       case errc::permission_denied: return "permission denied";
+      case errc::unauthenticated: return "unauthenticated";
       case errc::backend_failure: return "backend failure";
     }
     return "unknown asyncmq error";

@@ -1,5 +1,8 @@
 #include <asyncmq/client.hpp>
 #include <asyncmq/error.hpp>
+#include <asyncmq/identity.hpp>
+
+#include "security/policy_backend.hpp"
 
 #include <boost/json/stream_parser.hpp>
 
@@ -52,6 +55,11 @@ Client::Client(std::shared_ptr<Backend> backend, Env& env, ClientOptions options
       env_(env),
       options_(std::move(options)) {
   if (!backend_) throw InvalidArgument("Client needs a backend");
+  if (options_.principal || options_.policy) {
+    if (!options_.principal || !options_.policy)
+      throw InvalidArgument("ClientOptions: a principal and a policy go together (got only one)");
+    backend_ = security::make_policy_backend(std::move(backend_), options_.principal, options_.policy);
+  }
 }
 
 std::shared_ptr<Client> Client::open(std::string_view uri, Env& env, ClientOptions options) {
@@ -61,10 +69,15 @@ std::shared_ptr<Client> Client::open(std::string_view uri, Env& env, ClientOptio
 void Client::decode(Job& job) {
   // Always decoded, even when empty: a blanked payload (or a completed job's
   // blanked result) must fail the codec's check, not read as "nothing".
-  job.payload = codec_->decode({job.queue, job.id, Field::payload}, job.payload);
-  if (job.state == JobState::completed || !job.result.empty())
+  // A redacted field was replaced above the codec, by the policy backend;
+  // only a Client that carries a principal has one.
+  const bool policed = options_.principal != nullptr;
+  auto redacted = [&](const std::string& s) { return policed && s == kRedacted; };
+  if (!redacted(job.payload))
+    job.payload = codec_->decode({job.queue, job.id, Field::payload}, job.payload);
+  if ((job.state == JobState::completed || !job.result.empty()) && !redacted(job.result))
     job.result = codec_->decode({job.queue, job.id, Field::result}, job.result);
-  if (!job.error.empty())
+  if (!job.error.empty() && !redacted(job.error))
     job.error = codec_->decode({job.queue, job.id, Field::error}, job.error);
 }
 

@@ -1,0 +1,45 @@
+// PolicyBackend: a Backend decorator that checks every call against a
+// Policy for one principal, and redacts what a reader without admin rights
+// would see. Client installs it when ClientOptions carries a principal and
+// a policy (src/runtime/client.cpp).
+//
+// Which call needs what (on the job's or the request's queue):
+//   enqueue                 add (each distinct queue of the batch)
+//   claim                   claim
+//   heartbeat               heartbeat
+//   finish                  complete (completed) / fail (retry, dead)
+//   get, list, counts       read; payload, result and error replaced by
+//                           kRedacted unless the principal is admin there
+//   queues                  read; queues the principal may not read are left out
+//   is_paused               read or claim
+//   remove / retry          remove / retry (the job's queue is looked up first)
+//   set_paused              pause / resume
+//   promote_due,            claim on some queue: these maintenance calls span
+//   reclaim_expired         queues and are what a worker runs
+// Calls not listed (added to Backend later) are forwarded unchecked by
+// core::ForwardingBackend until a check is added here.
+//
+// heartbeat and finish name jobs by id and lease token only; the decorator
+// remembers the queue of each job it let a claim return, and looks up any
+// other job's queue with get().
+//
+// Thread safety: as the inner backend; the claimed-jobs map has its own
+// mutex. Lifetime: holds the inner backend, the principal and the policy.
+#pragma once
+
+#include <asyncmq/backend.hpp>
+#include <asyncmq/identity.hpp>
+
+#include <memory>
+
+namespace asyncmq::security {
+
+std::shared_ptr<Backend> make_policy_backend(std::shared_ptr<Backend> inner,
+                                             std::shared_ptr<const Principal> who,
+                                             std::shared_ptr<Policy> policy);
+
+// Replaces payload, result and error of `job` by kRedacted (empty ones stay
+// empty, so a reader still sees whether there is one).
+void redact(Job& job);
+
+}  // namespace asyncmq::security
