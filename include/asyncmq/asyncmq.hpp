@@ -5,6 +5,7 @@
 #include <asyncmq/cli.hpp>
 #include <asyncmq/client.hpp>
 #include <asyncmq/codec.hpp>
+#include <asyncmq/cron.hpp>
 #include <asyncmq/env.hpp>
 #include <asyncmq/error.hpp>
 #include <asyncmq/identity.hpp>
