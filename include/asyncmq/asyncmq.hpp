@@ -1,6 +1,7 @@
 // The whole public API.
 #pragma once
 
+#include <asyncmq/audit.hpp>
 #include <asyncmq/backend.hpp>
 #include <asyncmq/cli.hpp>
 #include <asyncmq/client.hpp>

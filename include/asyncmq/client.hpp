@@ -24,6 +24,7 @@ namespace asyncmq {
 
 struct Principal;
 class Policy;
+class AuditLog;
 
 struct ClientOptions {
   // Largest accepted payload, in bytes of JSON text. Larger ones are refused
@@ -41,6 +42,16 @@ struct ClientOptions {
   // checks (the library trusts its caller).
   std::shared_ptr<const Principal> principal;
   std::shared_ptr<Policy> policy;
+  // The audit trail (audit.hpp); null means none. When set, the Client wraps
+  // its backend in an auditing decorator, so every Queue and Worker made
+  // from it writes audit records for the transitions it makes.
+  std::shared_ptr<AuditLog> audit;
+  // Who acts through this client, in audit records of calls that carry no
+  // worker id (add, remove, retry, pause): a principal name, "cli". Empty
+  // means the principal's id, or "library" without one. With a policy too,
+  // the policy's denials are audited (action "denied") and the audit
+  // decorator sits inside the policy one, so it records allowed calls only.
+  std::string actor;
 };
 
 // Queue and task names: 1..128 characters from [A-Za-z0-9._:-], starting

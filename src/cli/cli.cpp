@@ -110,6 +110,7 @@ int run_cli(int argc, const char* const* argv, const TaskRegistry& tasks) {
                  "(env ASYNCMQ_BACKEND; default sqlite:///./asyncmq.db)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_flag("--json", ctx.json, "print one JSON document to stdout");
+  cli::add_audit_options(app, ctx);
   app.footer(
       "Exit codes: 0 ok, 2 usage or input error, 1 runtime error (including job not found).");
 
@@ -119,6 +120,7 @@ int run_cli(int argc, const char* const* argv, const TaskRegistry& tasks) {
   cli::add_bench_command(app, ctx);
   cli::add_identity_commands(app, ctx);
   cli::add_identity_options(app, ctx);
+  cli::add_audit_commands(app, ctx);
 
   try {
     app.parse(argc, argv);

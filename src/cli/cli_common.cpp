@@ -94,6 +94,8 @@ std::shared_ptr<Client> open_client(const Context& ctx, Access access) {
   ClientOptions options;
   options.principal = ctx.principal;
   options.policy = ctx.policy;
+  options.audit = open_audit_log(ctx);
+  options.actor = ctx.principal ? ctx.principal->id() : std::string("cli");
   return Client::open(ctx.backend_uri, Env::system(), std::move(options));
 }
 

@@ -12,6 +12,7 @@
 // touches a database file.
 #pragma once
 
+#include <asyncmq/audit.hpp>
 #include <asyncmq/client.hpp>
 #include <asyncmq/job.hpp>
 #include <asyncmq/task.hpp>
@@ -42,6 +43,10 @@ using Action = std::function<int()>;
 struct Context {
   std::string backend_uri = "sqlite:///./asyncmq.db";
   bool json = false;
+  // The audit trail (commands_audit.cpp): empty audit_dir means none.
+  std::string audit_dir;
+  std::string audit_checkpoints;  // default audit_dir/checkpoints.log
+  std::string audit_key;          // default audit_dir/writer.key
   const TaskRegistry* user_tasks = nullptr;
   Action action;
 
@@ -90,6 +95,14 @@ void add_identity_options(CLI::App& app, Context& ctx);
 // a principal and the policy loaded (see commands_identity.cpp), and a
 // worker whose principal may not claim from one of its queues is refused.
 void wrap_action_with_identity(CLI::App& app, Context& ctx);
+
+void add_audit_commands(CLI::App& app, Context& ctx);
+// The global --audit-dir, --audit-checkpoints, --audit-key options.
+void add_audit_options(CLI::App& app, Context& ctx);
+
+// The AuditLog the global options configure, or null when --audit-dir is
+// not given. open_client attaches it (actor "cli").
+std::shared_ptr<AuditLog> open_audit_log(const Context& ctx);
 
 // ---- output ----
 

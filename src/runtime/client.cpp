@@ -1,8 +1,11 @@
 #include <asyncmq/client.hpp>
+#include <asyncmq/audit.hpp>
 #include <asyncmq/error.hpp>
 #include <asyncmq/identity.hpp>
 
 #include "security/policy_backend.hpp"
+
+#include "security/audit_backend.hpp"
 
 #include <boost/json/stream_parser.hpp>
 
@@ -55,6 +58,15 @@ Client::Client(std::shared_ptr<Backend> backend, Env& env, ClientOptions options
       env_(env),
       options_(std::move(options)) {
   if (!backend_) throw InvalidArgument("Client needs a backend");
+  if (options_.audit) {
+    // Inside the policy decorator: only calls the policy allowed reach the
+    // audit records of transitions; denials are recorded by the observer.
+    std::string actor = !options_.actor.empty() ? options_.actor
+                        : options_.principal    ? options_.principal->id()
+                                                : std::string("library");
+    backend_ = security::make_auditing_backend(std::move(backend_), options_.audit, actor);
+    if (options_.policy) security::audit_denials(options_.policy, options_.audit);
+  }
   if (options_.principal || options_.policy) {
     if (!options_.principal || !options_.policy)
       throw InvalidArgument("ClientOptions: a principal and a policy go together (got only one)");

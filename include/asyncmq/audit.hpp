@@ -1,0 +1,287 @@
+// The audit trail: a tamper-evident, forward-secure log of every job event
+// and administrative act.
+//
+//   auto audit = asyncmq::AuditLog::open(asyncmq::AuditOptions::in_dir("/var/lib/asyncmq/audit"),
+//                                        env);
+//   asyncmq::ClientOptions o;
+//   o.audit = audit;          // every Queue and Worker made from this client
+//   o.actor = "billing-api";  // is audited through an auditing Backend
+//   auto client = asyncmq::Client::open("sqlite:///var/lib/asyncmq.db", env, o);
+//
+// Records. Each record holds a sequence number (1, 2, 3, ... with no gaps),
+// the time (Env::now_ms), the epoch of the key that MACed it, the actor, the
+// action, the job id, the queue, the data subject's blind index, a short
+// detail, the previous record's MAC and its own MAC:
+//
+//   MAC = HMAC-SHA-256(k_epoch, canonical encoding)
+//   canonical encoding = "asyncmq-audit-record-v1"
+//                        || u64be(seq) || i64be(time_ms) || u64be(epoch)
+//                        || lp(actor) || lp(action) || lp(job) || lp(queue)
+//                        || lp(subject) || lp(detail) || lp(prev_mac)
+//   lp(x) = u32be(byte length of x) || x
+//
+// Every field is length-prefixed, so no two different records share an
+// encoding. The first record's prev_mac is empty.
+//
+// What a record never holds: a payload, a result, an error text, a subject
+// in the clear, a credential. The subject field holds the subject only when
+// it is a blind index (64 lowercase hex characters, what the sealing codec
+// stores); any other stored subject is written as "unindexed". Details are
+// fixed words and numbers (attempt counts, times), never caller text.
+//
+// Actions: added, claimed, completed, retried (an attempt failed and the job
+// will run again; also a manual retry, detail "manual"), dead, stalled (a
+// lease expired and the job went back to waiting), removed, paused, resumed,
+// and, written by other parts of asyncmq through AuditLog::append: failed,
+// expired, cancelled, purged, cleaned, key and apikey changes,
+// policy-reload, denied.
+//
+// Forward security (Schneier-Kelsey, as systemd's Forward Secure Sealing).
+// The verifier holds a random 32-byte seed, the verification key. The
+// writer never holds it: it starts with k_0 = HMAC(seed, "asyncmq-audit-epoch0")
+// and holds only the current epoch's key. Every `epoch_records` records or
+// `epoch_ms` of time it moves to
+//   k_{e+1} = HMAC-SHA-256(k_e, "asyncmq-audit-evolve" || u64be(e)),
+// wipes k_e from memory (OPENSSL_cleanse) and replaces the writer key file
+// (write to a temporary file, fsync, rename, fsync the directory). HMAC is
+// one-way, so whoever steals the writer's state in epoch e can forge records
+// of epoch e and later but cannot re-MAC any record of an earlier epoch. The
+// verifier re-derives every k_e from the seed. (The file system may keep the
+// replaced file's old blocks until they are reused; the rename is atomic, an
+// in-place overwrite would not be.)
+//
+// Checkpoints. A hash chain cannot show that its tail was cut off. So every
+// `checkpoint_records` records or `checkpoint_ms` of time, and on close, the
+// head (seq, time, epoch, mac) is signed with an Ed25519 key and appended
+// to a separate checkpoint file:
+//   signed message = "asyncmq-audit-checkpoint-v1" || u64be(seq)
+//                    || i64be(time_ms) || u64be(epoch) || lp(mac) || lp(key_id)
+// A checkpoint is also written just before every key evolution, and the
+// verifier refuses a record whose epoch is later than that of a checkpoint
+// at or after it: so a thief of k_e cannot relabel a record of an earlier
+// epoch as one of epoch e and re-MAC it. What a thief of k_e can forge is
+// limited to records after the last checkpoint.
+// The writer only ever appends to it; deploy it where the writer's user
+// cannot rewrite it (another host, a log shipper, `chattr +a`). The verifier
+// checks every checkpoint against the log, so a log shorter than any
+// checkpoint, or a checkpointed record that changed, is detected.
+//
+// Files (one line per record, JSON, fixed field order, nothing else):
+//   log         {"seq":1,"time":..,"epoch":0,"actor":"..","action":"..","job":"..",
+//                "queue":"..","subject":"..","detail":"..","prev":"<hex>","mac":"<hex>"}
+//   checkpoints {"seq":..,"time":..,"epoch":..,"mac":"<hex>","key":"<hex key id>",
+//                "sig":"<base64>"}
+//   writer key  text, mode 0600: epoch, epoch start, k_epoch, Ed25519 private key
+//   verify key  text, mode 0600: the seed and the Ed25519 public key; keep it
+//               off the hosts that run writers.
+//
+// Several processes may share one log: each batch is appended under an
+// exclusive flock(2) on the log file, and a process that finds the log grown
+// (or the epoch advanced) by another one re-reads the head and the key file
+// first.
+//
+// Durability: see AuditOptions::fsync. Appending records is not atomic with
+// the job transition they describe (those are committed by the Backend
+// first): a crash between the Backend's commit and the append loses the
+// records of that batch, and nothing in the chain shows it.
+//
+// Thread safety: AuditLog is safe for concurrent use. Lifetime: shared; the
+// Env given to open() must outlive it.
+#pragma once
+
+#include <asyncmq/error.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace asyncmq {
+
+class Env;
+
+// What a caller appends: one event.
+struct AuditEvent {
+  AuditEvent() {}  // not an aggregate (GCC 12 and co_await; see job.hpp)
+  AuditEvent(std::string action_, std::string actor_, std::string job_, std::string queue_,
+             std::string subject_ = {}, std::string detail_ = {})
+      : action(std::move(action_)),
+        actor(std::move(actor_)),
+        job(std::move(job_)),
+        queue(std::move(queue_)),
+        subject(std::move(subject_)),
+        detail(std::move(detail_)) {}
+  std::string action;
+  std::string actor;    // principal name, "worker:<id>", "cli"
+  std::string job;      // job id, or empty for queue and administrative acts
+  std::string queue;    // or empty
+  std::string subject;  // blind index only (see above)
+  std::string detail;   // fixed words and numbers; never caller data
+};
+
+// One record as stored.
+struct AuditRecord {
+  std::uint64_t seq = 0;
+  std::int64_t time_ms = 0;
+  std::uint64_t epoch = 0;
+  AuditEvent event;
+  std::string prev_mac;  // raw bytes (32), empty for the first record
+  std::string mac;       // raw bytes (32)
+};
+
+// The record's canonical encoding (above) and its JSON line (no newline).
+std::string audit_canonical(const AuditRecord& r);
+std::string audit_to_json_line(const AuditRecord& r);
+// Parses a log line; nullopt if it is not a well-formed record line.
+std::optional<AuditRecord> audit_from_json_line(std::string_view line);
+
+enum class AuditFsync : std::uint8_t {
+  never,      // leave it to the OS: a crash of the machine (not of the
+              // process) may lose recent records
+  per_batch,  // fdatasync after each appended batch (default): a record is
+              // on disk when append() returns
+};
+
+struct AuditOptions {
+  // The record log (created if missing, only ever appended to).
+  std::filesystem::path log_path;
+  // The checkpoint sink; put it where the writer cannot rewrite it.
+  std::filesystem::path checkpoint_path;
+  // The writer's key state, from `asyncmq audit keygen` (mode 0600).
+  std::filesystem::path writer_key_path;
+
+  // ---- behaviour ----
+  // The key evolves after this many records ...
+  std::uint64_t epoch_records = 10'000;
+  // ... or when the epoch is this old at the next append (ms). A shorter
+  // epoch narrows what a stolen key can forge; each evolution costs one
+  // fsync'd key-file replacement.
+  std::int64_t epoch_ms = 3'600'000;
+  // A signed checkpoint after this many records since the last one ...
+  std::uint64_t checkpoint_records = 1'000;
+  // ... or when the last one is this old at the next append (ms), and always
+  // on close. A tail cut off after the last checkpoint goes unnoticed, so
+  // this bounds what a truncation can hide.
+  std::int64_t checkpoint_ms = 60'000;
+  AuditFsync fsync = AuditFsync::per_batch;
+
+  // ---- external systems ----
+  // Called with each record's JSON line (no newline), in sequence order,
+  // after the batch is in the log (ELK, Splunk, a socket). Called under the
+  // log's lock: it must not call back into the AuditLog, and should be fast.
+  // An exception from it is logged and ignored.
+  std::function<void(std::string_view json_line)> hook;
+
+  // log_path dir/audit.log, checkpoint_path dir/checkpoints.log,
+  // writer_key_path dir/writer.key.
+  static AuditOptions in_dir(const std::filesystem::path& dir);
+};
+
+struct AuditHead {
+  std::uint64_t seq = 0;  // 0: empty log
+  std::uint64_t epoch = 0;
+  std::string mac;        // raw
+};
+
+// The writer side of the audit trail.
+// Errors: open() throws NotFound for a missing writer key file,
+// Error(errc::permission_denied) for one readable by group or others,
+// InvalidArgument for a malformed one, IntegrityError if the log's head was
+// written under a later epoch than the key file can reach (a key file from
+// another chain). append() never throws for an I/O failure: see append().
+class AuditLog {
+ public:
+  static std::shared_ptr<AuditLog> open(AuditOptions options, Env& env);
+  ~AuditLog();  // close()
+  AuditLog(const AuditLog&) = delete;
+  AuditLog& operator=(const AuditLog&) = delete;
+
+  // Appends `events` as consecutive records, in order, with one write (and
+  // one fsync under per_batch). Evolves the key and writes a checkpoint when
+  // due. If the write fails (disk full, I/O error), the failure is logged
+  // and counted, the events are kept in memory (at most 100'000; beyond that
+  // the oldest are dropped and counted) and written before the next batch:
+  // an audit problem never undoes or hides a job transition that a backend
+  // already committed.
+  void append(std::span<const AuditEvent> events);
+  void append(const AuditEvent& event) { append(std::span<const AuditEvent>(&event, 1)); }
+
+  // Writes a signed checkpoint of the current head now (if there is a record
+  // not yet checkpointed).
+  void checkpoint();
+  // Evolves the key now if the epoch is due by time (appends check this too;
+  // a quiet writer may call it from a timer).
+  void tick();
+  // Retries held events, writes a final checkpoint. Idempotent; append()
+  // after close() throws Error(errc::closed).
+  void close();
+
+  AuditHead head() const;
+  std::uint64_t failures() const;  // failed writes so far
+  std::uint64_t dropped() const;   // events dropped from the held queue
+
+  struct Impl;
+
+ private:
+  explicit AuditLog(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Creates a new chain's keys: a random seed and Ed25519 key pair. Writes the
+// writer key file (k_0, epoch 0, the Ed25519 private key) and the verify key
+// file (the seed, the Ed25519 public key), both mode 0600, refusing to
+// overwrite either (Conflict). Returns the checkpoint key id (hex).
+std::string audit_keygen(const std::filesystem::path& writer_key_path,
+                         const std::filesystem::path& verify_key_path);
+
+struct AuditVerifyOptions {
+  std::filesystem::path log_path;
+  std::filesystem::path checkpoint_path;
+  std::filesystem::path verify_key_path;
+  // Start at this checkpoint (1-based, in file order), trusting the log up
+  // to it: records before its seq are not checked (they may be archived);
+  // the record at its seq, if present, must match it.
+  std::optional<std::size_t> from_checkpoint;
+  // Accept valid records after the last checkpoint (a live log). Off by
+  // default: such a tail could have been cut and nobody would know.
+  bool allow_unanchored = false;
+};
+
+struct AuditProblem {
+  enum class Kind : std::uint8_t {
+    changed,        // the record's content or MAC does not verify
+    removed,        // records missing from the middle
+    inserted,       // a record that does not belong to the chain
+    reordered,      // records out of sequence order
+    unreadable,     // a line that is not a record
+    truncated,      // a checkpoint names a record the log does not reach
+    unanchored,     // valid records after the last checkpoint
+    bad_checkpoint, // a checkpoint with a bad signature or out of order
+  };
+  Kind kind;
+  std::uint64_t seq = 0;  // the first bad sequence number
+  std::string message;    // names seq, line and what is wrong; no secrets
+};
+std::string_view to_string(AuditProblem::Kind k);
+
+struct AuditVerifyReport {
+  bool intact = false;
+  std::uint64_t records = 0;      // records checked and found good
+  std::uint64_t checkpoints = 0;  // checkpoints checked and found good
+  std::uint64_t last_seq = 0;     // last good record
+  std::uint64_t anchored_seq = 0; // highest seq a good checkpoint covers
+  std::optional<AuditProblem> problem;  // the first one
+  std::vector<std::string> notes;       // further findings, one line each
+};
+
+// Walks the chain. Throws (NotFound, InvalidArgument, permission_denied) only
+// for an unusable verify key or a missing log; everything found in the log
+// is in the report.
+AuditVerifyReport verify_audit(const AuditVerifyOptions& options);
+
+}  // namespace asyncmq

@@ -1,0 +1,547 @@
+// The audit writer: appends MACed records to the log file, evolves the key,
+// writes signed checkpoints. The scheme and the file formats are described
+// in include/asyncmq/audit.hpp.
+//
+// One batch, under the process mutex and an exclusive flock on the log:
+//   1. sync: if the log, the checkpoint file or the key file changed since
+//      this process last looked (another process appended, evolved or
+//      checkpointed), re-read the head, the last checkpoint, the key;
+//   2. for each event: evolve the key first if the epoch is due (the new key
+//      file is on disk before any record MACed under it), MAC, render;
+//   3. one write(2) of all lines (O_APPEND), fdatasync per AuditFsync;
+//   4. the hook; a checkpoint if one is due.
+// A crash inside step 3 can leave a partial last line; the next writer cuts
+// it (it was never a record: its batch had not returned) and logs that.
+#include <asyncmq/audit.hpp>
+#include <asyncmq/env.hpp>
+
+#include "core/log.hpp"
+#include "security/audit_crypto.hpp"
+#include "security/crypto.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <mutex>
+
+namespace asyncmq {
+namespace {
+
+constexpr std::size_t kMaxHeld = 100'000;
+constexpr std::size_t kMaxField = 256;
+
+[[noreturn]] void io_error(const std::filesystem::path& path, const char* what) {
+  throw Error(errc::backend_failure, "audit: " + path.string() + ": " + what + ": " +
+                                         std::strerror(errno));
+}
+
+class FileLock {
+ public:
+  FileLock(int fd, const std::filesystem::path& path) : fd_(fd) {
+    while (::flock(fd_, LOCK_EX) != 0) {
+      if (errno != EINTR) io_error(path, "flock failed");
+    }
+  }
+  ~FileLock() { ::flock(fd_, LOCK_UN); }
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  int fd_;
+};
+
+bool is_blind_index(std::string_view s) {
+  if (s.size() != 64) return false;
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+// Printable ASCII only, bounded length: a record is one readable line and
+// the canonical encoding round-trips through JSON exactly.
+std::string clean(std::string_view s) {
+  std::string out(s.substr(0, kMaxField));
+  for (char& c : out)
+    if (c < 0x20 || c > 0x7e) c = '?';
+  return out;
+}
+
+AuditEvent sanitize(const AuditEvent& e) {
+  AuditEvent out;
+  out.action = clean(e.action);
+  out.actor = clean(e.actor);
+  out.job = clean(e.job);
+  out.queue = clean(e.queue);
+  out.detail = clean(e.detail);
+  // Never a subject in the clear: only a blind index passes.
+  if (is_blind_index(e.subject)) {
+    out.subject = e.subject;
+  } else if (!e.subject.empty()) {
+    out.subject = "unindexed";
+  }
+  return out;
+}
+
+void write_all(int fd, std::string_view text, const std::filesystem::path& path) {
+  while (!text.empty()) {
+    ssize_t n = ::write(fd, text.data(), text.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      io_error(path, "write failed");
+    }
+    text.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+struct LastLine {
+  std::string line;     // without the newline; empty if the file has none
+  off_t good_size = 0;  // size up to and including the last newline
+};
+
+// The last complete line of `fd` (size `size`), reading backwards.
+LastLine read_last_line(int fd, off_t size, const std::filesystem::path& path) {
+  LastLine out;
+  std::string tail;  // bytes [pos, size)
+  off_t pos = size;
+  constexpr off_t kChunk = 4096;
+  std::optional<off_t> last_nl;
+  while (pos > 0) {
+    off_t start = pos > kChunk ? pos - kChunk : 0;
+    std::string chunk(static_cast<std::size_t>(pos - start), '\0');
+    ssize_t n = ::pread(fd, chunk.data(), chunk.size(), start);
+    if (n != static_cast<ssize_t>(chunk.size())) io_error(path, "read failed");
+    tail.insert(0, chunk);
+    pos = start;
+    if (!last_nl) {
+      auto i = tail.rfind('\n');
+      if (i != std::string::npos) last_nl = pos + static_cast<off_t>(i);
+    }
+    if (last_nl) {
+      std::size_t rel = static_cast<std::size_t>(*last_nl - pos);
+      auto prev = rel == 0 ? std::string::npos : tail.rfind('\n', rel - 1);
+      if (prev != std::string::npos || pos == 0) {
+        std::size_t begin = prev == std::string::npos ? 0 : prev + 1;
+        out.line = tail.substr(begin, rel - begin);
+        out.good_size = *last_nl + 1;
+        return out;
+      }
+    }
+    if (size - pos > (1 << 20)) break;  // no line is that long
+  }
+  out.good_size = last_nl ? *last_nl + 1 : 0;
+  return out;
+}
+
+struct FileId {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  timespec mtime{};
+  bool operator==(const FileId& o) const {
+    return dev == o.dev && ino == o.ino && mtime.tv_sec == o.mtime.tv_sec &&
+           mtime.tv_nsec == o.mtime.tv_nsec;
+  }
+};
+
+std::optional<FileId> file_id(const std::filesystem::path& p) {
+  struct stat st {};
+  if (::stat(p.c_str(), &st) != 0) return std::nullopt;
+  return FileId{st.st_dev, st.st_ino, st.st_mtim};
+}
+
+}  // namespace
+
+struct AuditLog::Impl {
+  AuditOptions opt;
+  Env& env;
+  mutable std::mutex mu;
+  int log_fd = -1;
+  int cp_fd = -1;
+  off_t log_seen = -1;
+  off_t cp_seen = -1;
+  AuditHead head;
+  std::uint64_t cp_seq = 0;
+  std::int64_t cp_time = 0;
+  security::AuditWriterKey key;
+  std::optional<FileId> key_file;
+  std::string key_id;
+  bool key_dirty = false;
+  std::deque<AuditEvent> held;
+  std::uint64_t failures = 0;
+  std::uint64_t dropped = 0;
+  bool closed = false;
+
+  Impl(AuditOptions o, Env& e) : opt(std::move(o)), env(e) {}
+  ~Impl() {
+    if (log_fd >= 0) ::close(log_fd);
+    if (cp_fd >= 0) ::close(cp_fd);
+  }
+
+  void load_key() {
+    std::string text = security::read_private_file(opt.writer_key_path, "audit writer key");
+    try {
+      key = security::parse_writer_key(text, opt.writer_key_path);
+    } catch (...) {
+      security::secure_wipe(text);
+      throw;
+    }
+    security::secure_wipe(text);
+    key_file = file_id(opt.writer_key_path);
+  }
+
+  void save_key() {
+    std::string text = security::render_writer_key(key);
+    try {
+      security::replace_private_file(opt.writer_key_path, text);
+    } catch (...) {
+      security::secure_wipe(text);
+      throw;
+    }
+    security::secure_wipe(text);
+    key_file = file_id(opt.writer_key_path);
+    key_dirty = false;
+  }
+
+  // One step forward; the old key is wiped by Secret's assignment.
+  void evolve(std::uint64_t next_seq, std::int64_t now) {
+    key.key = security::audit_evolve_key(key.key.reveal(), key.epoch);
+    ++key.epoch;
+    key.epoch_start_seq = next_seq;
+    key.epoch_start_ms = now;
+    key_dirty = true;
+  }
+
+  // REQUIRES: the flock is held.
+  void sync() {
+    struct stat st {};
+    if (::fstat(log_fd, &st) != 0) io_error(opt.log_path, "stat failed");
+    if (st.st_size != log_seen) {
+      LastLine last = read_last_line(log_fd, st.st_size, opt.log_path);
+      if (last.good_size != st.st_size) {
+        core::log(core::LogLevel::warn, "audit",
+                  opt.log_path.string() + " ended in a partial record (a crash during a write?); "
+                  "cutting " + std::to_string(st.st_size - last.good_size) + " bytes");
+        if (::ftruncate(log_fd, last.good_size) != 0) io_error(opt.log_path, "truncate failed");
+      }
+      if (last.line.empty()) {
+        head = {};
+      } else {
+        auto r = audit_from_json_line(last.line);
+        if (!r)
+          throw IntegrityError("audit: the last line of " + opt.log_path.string() +
+                               " is not a record; run 'asyncmq audit verify'");
+        head.seq = r->seq;
+        head.epoch = r->epoch;
+        head.mac = r->mac;
+      }
+      log_seen = last.good_size;
+    }
+    if (auto id = file_id(opt.writer_key_path); !key_file || !id || !(*id == *key_file)) {
+      std::uint64_t mine = key.epoch;
+      security::AuditWriterKey before = std::move(key);
+      load_key();
+      if (key.epoch < mine) {  // an older file put back: keep the newer key
+        core::log(core::LogLevel::warn, "audit",
+                  opt.writer_key_path.string() + " holds an older epoch than this writer; "
+                  "rewriting it");
+        key = std::move(before);
+        save_key();
+      }
+    }
+    if (head.seq > 0 && key.epoch < head.epoch) {
+      // Records under a later epoch exist (written by a process whose key
+      // file write was lost): the derivation is one-way forward, so follow.
+      if (head.epoch - key.epoch > 1'000'000)
+        throw IntegrityError("audit: the log is at epoch " + std::to_string(head.epoch) +
+                             " and the writer key at " + std::to_string(key.epoch) +
+                             "; is the key file from another chain?");
+      while (key.epoch < head.epoch) evolve(head.seq + 1, env.now_ms());
+      save_key();
+    }
+    if (::fstat(cp_fd, &st) != 0) io_error(opt.checkpoint_path, "stat failed");
+    if (st.st_size != cp_seen) {
+      LastLine last = read_last_line(cp_fd, st.st_size, opt.checkpoint_path);
+      if (auto c = last.line.empty() ? std::nullopt
+                                     : security::parse_audit_checkpoint_line(last.line)) {
+        cp_seq = c->seq;
+        cp_time = c->time_ms;
+      }
+      cp_seen = st.st_size;
+    }
+  }
+
+  bool epoch_due(std::uint64_t next_seq, std::int64_t now) const {
+    return (next_seq >= key.epoch_start_seq && next_seq - key.epoch_start_seq >= opt.epoch_records) ||
+           (key.epoch_start_ms != 0 && now - key.epoch_start_ms >= opt.epoch_ms);
+  }
+
+  // Moves to the next epoch if it is due. First anchors the records of the
+  // ending epoch with a checkpoint (which carries that epoch), so that no
+  // record of a finished epoch can later be relabelled with a newer key and
+  // pass: the verifier refuses a record whose epoch is later than that of
+  // any checkpoint at or after it. REQUIRES: the flock is held.
+  void maybe_evolve(std::int64_t now) {
+    std::uint64_t next_seq = head.seq + 1;
+    if (key.epoch_start_ms == 0) {
+      key.epoch_start_ms = now;
+      key_dirty = true;
+    }
+    if (epoch_due(next_seq, now)) {
+      if (head.seq > cp_seq) write_checkpoint(now);
+      evolve(next_seq, now);
+    }
+    if (key_dirty) save_key();  // on disk before any record MACed under it
+  }
+
+  // REQUIRES: the flock is held, head.seq > cp_seq.
+  void write_checkpoint(std::int64_t now) {
+    security::AuditCheckpoint c;
+    c.seq = head.seq;
+    c.time_ms = now;
+    c.epoch = head.epoch;
+    c.mac = head.mac;
+    c.key_id = key_id;
+    c.sig = security::ed25519_sign(key.sign_key.reveal(), security::audit_checkpoint_message(c));
+    std::string line = security::audit_checkpoint_line(c) + "\n";
+    write_all(cp_fd, line, opt.checkpoint_path);
+    if (::fdatasync(cp_fd) != 0) io_error(opt.checkpoint_path, "fdatasync failed");
+    cp_seen += static_cast<off_t>(line.size());
+    cp_seq = c.seq;
+    cp_time = now;
+  }
+
+  void maybe_checkpoint(std::int64_t now) {
+    if (head.seq <= cp_seq) return;
+    if (head.seq - cp_seq >= opt.checkpoint_records || now - cp_time >= opt.checkpoint_ms)
+      write_checkpoint(now);
+  }
+
+  // Writes the held events: one write (and fsync) per epoch they span,
+  // usually one. REQUIRES: mu held.
+  void flush_held() {
+    if (held.empty()) return;
+    FileLock lock(log_fd, opt.log_path);
+    sync();
+    std::int64_t now = env.now_ms();
+    while (!held.empty()) {
+      maybe_evolve(now);
+      // As many as fit in this epoch.
+      std::uint64_t used = head.seq + 1 - key.epoch_start_seq;
+      std::size_t room = used >= opt.epoch_records
+                             ? 1
+                             : static_cast<std::size_t>(std::min<std::uint64_t>(
+                                   opt.epoch_records - used, held.size()));
+      write_records(room, now);
+    }
+    maybe_checkpoint(now);
+  }
+
+  // Writes the first `count` held events under the current key.
+  void write_records(std::size_t count, std::int64_t now) {
+    std::string buf;
+    std::vector<std::string> lines;
+    lines.reserve(count);
+    AuditHead h = head;
+    const std::uint64_t first = h.seq + 1;
+    for (std::size_t i = 0; i < count; ++i) {
+      AuditRecord r;
+      r.seq = h.seq + 1;
+      r.time_ms = now;
+      r.epoch = key.epoch;
+      r.event = sanitize(held[i]);
+      r.prev_mac = h.mac;
+      r.mac = security::hmac_sha256(key.key.reveal(), audit_canonical(r));
+      lines.push_back(audit_to_json_line(r));
+      buf += lines.back();
+      buf.push_back('\n');
+      h.seq = r.seq;
+      h.epoch = r.epoch;
+      h.mac = std::move(r.mac);
+    }
+    try {
+      write_all(log_fd, buf, opt.log_path);
+    } catch (...) {
+      // Some lines may be complete: keep only the events not yet written.
+      log_seen = -1;
+      try {
+        sync();
+        if (head.seq >= first) {
+          std::size_t done = std::min<std::size_t>(count, head.seq - first + 1);
+          held.erase(held.begin(), held.begin() + static_cast<std::ptrdiff_t>(done));
+        }
+      } catch (...) {
+      }
+      throw;
+    }
+    held.erase(held.begin(), held.begin() + static_cast<std::ptrdiff_t>(count));
+    log_seen += static_cast<off_t>(buf.size());
+    head = h;
+    if (opt.fsync == AuditFsync::per_batch && ::fdatasync(log_fd) != 0) {
+      ++failures;
+      core::log(core::LogLevel::error, "audit",
+                opt.log_path.string() + ": fdatasync failed: " + std::strerror(errno));
+    }
+    if (opt.hook) {
+      for (const auto& l : lines) {
+        try {
+          opt.hook(l);
+        } catch (const std::exception& ex) {
+          core::log(core::LogLevel::warn, "audit", std::string("hook failed: ") + ex.what());
+        }
+      }
+    }
+  }
+
+  void try_flush() {
+    try {
+      flush_held();
+    } catch (const std::exception& ex) {
+      ++failures;
+      core::log(core::LogLevel::error, "audit",
+                std::string("appending audit records failed; ") + std::to_string(held.size()) +
+                    " held for the next attempt: " + ex.what());
+    }
+  }
+};
+
+AuditLog::AuditLog(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+std::shared_ptr<AuditLog> AuditLog::open(AuditOptions options, Env& env) {
+  if (options.log_path.empty() || options.checkpoint_path.empty() || options.writer_key_path.empty())
+    throw InvalidArgument("audit: log_path, checkpoint_path and writer_key_path are all required");
+  if (options.epoch_records < 1 || options.checkpoint_records < 1 || options.epoch_ms < 1 ||
+      options.checkpoint_ms < 1)
+    throw InvalidArgument("audit: epoch and checkpoint intervals must be at least 1");
+  if (std::filesystem::absolute(options.log_path) == std::filesystem::absolute(options.checkpoint_path))
+    throw InvalidArgument("audit: the checkpoint file must not be the log file");
+  auto impl = std::make_unique<Impl>(std::move(options), env);
+  Impl& m = *impl;
+  m.load_key();
+  m.key_id = security::audit_key_id(security::ed25519_public_from_private(m.key.sign_key.reveal()));
+  m.log_fd = ::open(m.opt.log_path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (m.log_fd < 0) io_error(m.opt.log_path, "cannot open");
+  m.cp_fd = ::open(m.opt.checkpoint_path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+                   0600);
+  if (m.cp_fd < 0) io_error(m.opt.checkpoint_path, "cannot open");
+  {
+    FileLock lock(m.log_fd, m.opt.log_path);
+    m.sync();
+  }
+  if (m.cp_time == 0) m.cp_time = env.now_ms();
+  return std::shared_ptr<AuditLog>(new AuditLog(std::move(impl)));
+}
+
+AuditLog::~AuditLog() {
+  try {
+    close();
+  } catch (...) {
+  }
+}
+
+void AuditLog::append(std::span<const AuditEvent> events) {
+  if (events.empty()) return;
+  std::lock_guard lock(impl_->mu);
+  if (impl_->closed) throw Error(errc::closed, "audit log is closed");
+  auto& held = impl_->held;
+  held.insert(held.end(), events.begin(), events.end());
+  if (held.size() > kMaxHeld) {
+    std::size_t over = held.size() - kMaxHeld;
+    held.erase(held.begin(), held.begin() + static_cast<std::ptrdiff_t>(over));
+    impl_->dropped += over;
+    core::log(core::LogLevel::error, "audit",
+              "dropped " + std::to_string(over) + " audit events that could not be written");
+  }
+  impl_->try_flush();
+}
+
+void AuditLog::checkpoint() {
+  std::lock_guard lock(impl_->mu);
+  if (impl_->closed) throw Error(errc::closed, "audit log is closed");
+  FileLock fl(impl_->log_fd, impl_->opt.log_path);
+  impl_->sync();
+  if (impl_->head.seq > impl_->cp_seq) impl_->write_checkpoint(impl_->env.now_ms());
+}
+
+void AuditLog::tick() {
+  std::lock_guard lock(impl_->mu);
+  if (impl_->closed) return;
+  impl_->try_flush();
+  FileLock fl(impl_->log_fd, impl_->opt.log_path);
+  impl_->sync();
+  std::int64_t now = impl_->env.now_ms();
+  impl_->maybe_evolve(now);
+  impl_->maybe_checkpoint(now);
+}
+
+void AuditLog::close() {
+  std::lock_guard lock(impl_->mu);
+  if (impl_->closed) return;
+  impl_->try_flush();
+  try {
+    FileLock fl(impl_->log_fd, impl_->opt.log_path);
+    impl_->sync();
+    if (impl_->head.seq > impl_->cp_seq) impl_->write_checkpoint(impl_->env.now_ms());
+  } catch (const std::exception& ex) {
+    ++impl_->failures;
+    core::log(core::LogLevel::error, "audit", std::string("final checkpoint failed: ") + ex.what());
+  }
+  if (!impl_->held.empty()) {
+    impl_->dropped += impl_->held.size();
+    core::log(core::LogLevel::error, "audit",
+              "closing with " + std::to_string(impl_->held.size()) + " unwritten audit events");
+  }
+  impl_->closed = true;
+  ::close(impl_->log_fd);
+  ::close(impl_->cp_fd);
+  impl_->log_fd = impl_->cp_fd = -1;
+}
+
+AuditHead AuditLog::head() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->head;
+}
+
+std::uint64_t AuditLog::failures() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->failures;
+}
+
+std::uint64_t AuditLog::dropped() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->dropped;
+}
+
+std::string audit_keygen(const std::filesystem::path& writer_key_path,
+                         const std::filesystem::path& verify_key_path) {
+  if (std::filesystem::exists(writer_key_path))
+    throw Conflict(writer_key_path.string() + " already exists; refusing to overwrite it");
+  if (std::filesystem::exists(verify_key_path))
+    throw Conflict(verify_key_path.string() + " already exists; refusing to overwrite it");
+  std::string seed = security::random_bytes(security::kAuditKeyBytes);
+  security::Ed25519KeyPair pair = security::ed25519_generate();
+  security::AuditVerifyKey vk;
+  vk.public_key = pair.public_key;
+  security::AuditWriterKey wk;
+  wk.key = security::audit_epoch0_key(seed);
+  wk.sign_key = std::move(pair.private_key);
+  vk.seed = Secret::take(seed);
+  std::string vtext = security::render_verify_key(vk);
+  std::string wtext = security::render_writer_key(wk);
+  try {
+    security::create_private_file(verify_key_path, vtext);
+    security::create_private_file(writer_key_path, wtext);
+  } catch (...) {
+    security::secure_wipe(vtext);
+    security::secure_wipe(wtext);
+    throw;
+  }
+  security::secure_wipe(vtext);
+  security::secure_wipe(wtext);
+  return security::audit_key_id(vk.public_key);
+}
+
+}  // namespace asyncmq

@@ -1,0 +1,567 @@
+// The audit trail: records, the forward-secure key, checkpoints, the
+// verifier's findings for each kind of tampering, and the auditing backend.
+// Time comes from FakeEnv; nothing sleeps.
+#include <asyncmq/audit.hpp>
+#include <asyncmq/client.hpp>
+#include <asyncmq/identity.hpp>
+#include <asyncmq/queue.hpp>
+#include <asyncmq/sync.hpp>
+#include <asyncmq/worker.hpp>
+
+#include "security/audit_crypto.hpp"
+#include "security/crypto.hpp"
+#include "support/fake_env.hpp"
+#include "support/temp_dir.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/json.hpp>
+
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace asyncmq::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using Kind = AuditProblem::Kind;
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<std::string> read_lines(const fs::path& p) {
+  std::vector<std::string> out;
+  std::ifstream in(p, std::ios::binary);
+  std::string line;
+  while (std::getline(in, line)) out.push_back(line);
+  return out;
+}
+
+void write_lines(const fs::path& p, const std::vector<std::string>& lines) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  for (const auto& l : lines) out << l << '\n';
+}
+
+class AuditTest : public ::testing::Test {
+ protected:
+  AuditTest() {
+    audit_keygen(writer_key(), verify_key());
+    options_ = AuditOptions::in_dir(dir_.path());
+    options_.epoch_records = 5;
+    options_.checkpoint_records = 8;
+    options_.checkpoint_ms = 1'000'000'000;
+    options_.epoch_ms = 1'000'000'000;
+  }
+  fs::path writer_key() const { return dir_.file("writer.key"); }
+  fs::path verify_key() const { return dir_.file("verify.key"); }
+  fs::path log_path() const { return options_.log_path; }
+  fs::path cp_path() const { return options_.checkpoint_path; }
+
+  std::shared_ptr<AuditLog> open() { return AuditLog::open(options_, env_); }
+
+  // n records, one per batch, "added" for job-i on queue q.
+  void write(std::size_t n, std::size_t start = 1) {
+    auto log = open();
+    for (std::size_t i = start; i < start + n; ++i) {
+      log->append(AuditEvent("added", "cli", "job-" + std::to_string(i), "q"));
+      env_.advance(10);
+    }
+    log->close();
+  }
+
+  AuditVerifyReport verify(bool allow_unanchored = false, std::optional<std::size_t> from = {}) {
+    AuditVerifyOptions o;
+    o.log_path = log_path();
+    o.checkpoint_path = cp_path();
+    o.verify_key_path = verify_key();
+    o.allow_unanchored = allow_unanchored;
+    o.from_checkpoint = from;
+    return verify_audit(o);
+  }
+
+  // The line index (0-based) holding record `seq`.
+  static std::size_t index_of(const std::vector<std::string>& lines, std::uint64_t seq) {
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+      auto r = audit_from_json_line(lines[i]);
+      if (r && r->seq == seq) return i;
+    }
+    ADD_FAILURE() << "no record " << seq;
+    return 0;
+  }
+
+  void expect_problem(const AuditVerifyReport& r, Kind kind, std::uint64_t seq) {
+    EXPECT_FALSE(r.intact);
+    ASSERT_TRUE(r.problem.has_value());
+    EXPECT_EQ(r.problem->kind, kind) << r.problem->message;
+    EXPECT_EQ(r.problem->seq, seq) << r.problem->message;
+    EXPECT_NE(r.problem->message.find(std::to_string(seq)), std::string::npos) << r.problem->message;
+  }
+
+  TempDir dir_;
+  FakeEnv env_;
+  AuditOptions options_;
+};
+
+TEST_F(AuditTest, CanonicalEncodingIsLengthPrefixed) {
+  AuditRecord a, b;
+  a.event.actor = "ab";
+  a.event.action = "c";
+  b.event.actor = "a";
+  b.event.action = "bc";
+  EXPECT_NE(audit_canonical(a), audit_canonical(b));
+  a.seq = 7;
+  a.mac = std::string(32, '\x01');
+  auto back = audit_from_json_line(audit_to_json_line(a));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(audit_to_json_line(*back), audit_to_json_line(a));
+}
+
+TEST_F(AuditTest, IntactChainVerifiesAcrossEpochsAndCheckpoints) {
+  write(20);
+  auto lines = read_lines(log_path());
+  ASSERT_EQ(lines.size(), 20u);
+  auto last = audit_from_json_line(lines.back());
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->seq, 20u);
+  EXPECT_EQ(last->epoch, 3u);  // 5 records per epoch
+  auto r = verify();
+  EXPECT_TRUE(r.intact) << (r.problem ? r.problem->message : "");
+  EXPECT_EQ(r.records, 20u);
+  EXPECT_EQ(r.last_seq, 20u);
+  EXPECT_EQ(r.anchored_seq, 20u);  // the close checkpoint
+  EXPECT_GE(r.checkpoints, 4u);    // before each of 3 evolutions, every 8, on close
+}
+
+TEST_F(AuditTest, ReopenedWriterContinuesTheChain) {
+  write(7);
+  write(6, 8);
+  auto r = verify();
+  EXPECT_TRUE(r.intact) << (r.problem ? r.problem->message : "");
+  EXPECT_EQ(r.records, 13u);
+}
+
+TEST_F(AuditTest, TwoWritersOnOneLogInterleave) {
+  auto a = open();
+  auto b = open();
+  for (int i = 0; i < 12; ++i) {
+    (i % 3 ? a : b)->append(AuditEvent("claimed", "worker:w" + std::to_string(i % 3), "j", "q"));
+  }
+  a->close();
+  b->close();
+  auto r = verify();
+  EXPECT_TRUE(r.intact) << (r.problem ? r.problem->message : "");
+  EXPECT_EQ(r.records, 12u);
+}
+
+TEST_F(AuditTest, EveryEditedByteOfARecordIsNamed) {
+  write(20);
+  const auto original = read_lines(log_path());
+  const std::size_t at = index_of(original, 7);
+  for (std::size_t pos = 0; pos < original[at].size(); ++pos) {
+    auto lines = original;
+    char& c = lines[at][pos];
+    c = c == 'a' ? 'b' : (c == '1' ? '2' : 'a');
+    write_lines(log_path(), lines);
+    auto r = verify();
+    ASSERT_TRUE(r.problem) << "byte " << pos << " of record 7 changed unnoticed";
+    EXPECT_EQ(r.problem->seq, 7u) << "byte " << pos << ": " << r.problem->message;
+  }
+}
+
+TEST_F(AuditTest, DeletedRecordIsNamed) {
+  write(20);
+  auto lines = read_lines(log_path());
+  lines.erase(lines.begin() + static_cast<std::ptrdiff_t>(index_of(lines, 7)));
+  write_lines(log_path(), lines);
+  expect_problem(verify(), Kind::removed, 7);
+}
+
+TEST_F(AuditTest, SwappedRecordsAreNamed) {
+  write(20);
+  auto lines = read_lines(log_path());
+  std::swap(lines[index_of(lines, 7)], lines[index_of(lines, 8)]);
+  write_lines(log_path(), lines);
+  expect_problem(verify(), Kind::reordered, 7);
+}
+
+TEST_F(AuditTest, InsertedForgedRecordIsNamed) {
+  write(20);
+  auto lines = read_lines(log_path());
+  std::size_t at = index_of(lines, 7);
+  std::string forged = lines[at];
+  forged.replace(forged.find("\"cli\""), 5, "\"eve\"");
+  lines.insert(lines.begin() + static_cast<std::ptrdiff_t>(at) + 1, forged);
+  write_lines(log_path(), lines);
+  expect_problem(verify(), Kind::inserted, 8);
+}
+
+TEST_F(AuditTest, InsertedCopyOfAGenuineRecordIsNamed) {
+  write(20);
+  auto lines = read_lines(log_path());
+  std::string copy = lines[index_of(lines, 3)];
+  lines.insert(lines.begin() + static_cast<std::ptrdiff_t>(index_of(lines, 7)) + 1, copy);
+  write_lines(log_path(), lines);
+  expect_problem(verify(), Kind::inserted, 8);
+}
+
+TEST_F(AuditTest, TruncatedTailIsNamed) {
+  write(20);
+  auto lines = read_lines(log_path());
+  lines.resize(17);
+  write_lines(log_path(), lines);
+  auto r = verify();
+  expect_problem(r, Kind::truncated, 18);
+  EXPECT_NE(r.problem->message.find("18..20"), std::string::npos) << r.problem->message;
+}
+
+TEST_F(AuditTest, EmptiedLogIsTruncated) {
+  write(20);
+  write_lines(log_path(), {});
+  expect_problem(verify(), Kind::truncated, 1);
+}
+
+TEST_F(AuditTest, RebuiltChainUnderAGuessedKeyIsNamed) {
+  write(20);
+  // The attacker's own keys: a fresh chain with the same events.
+  TempDir other;
+  audit_keygen(other.file("writer.key"), other.file("verify.key"));
+  AuditOptions o = AuditOptions::in_dir(other.path());
+  {
+    auto log = AuditLog::open(o, env_);
+    for (int i = 1; i <= 20; ++i) log->append(AuditEvent("added", "cli", "job-" + std::to_string(i), "q"));
+  }
+  fs::copy_file(o.log_path, log_path(), fs::copy_options::overwrite_existing);
+  expect_problem(verify(), Kind::changed, 1);
+  // ... and with its checkpoints too: their signatures fail, record 1 still.
+  fs::copy_file(o.checkpoint_path, cp_path(), fs::copy_options::overwrite_existing);
+  auto r = verify();
+  expect_problem(r, Kind::changed, 1);
+  EXPECT_FALSE(r.notes.empty());  // the bad checkpoints are noted too
+}
+
+TEST_F(AuditTest, UnanchoredTailIsReportedAndCanBeAccepted) {
+  options_.checkpoint_records = 1000;
+  options_.epoch_records = 1000;
+  auto log = open();
+  for (int i = 0; i < 4; ++i) log->append(AuditEvent("added", "cli", "j", "q"));
+  // No close: the tail has no checkpoint yet.
+  auto r = verify();
+  expect_problem(r, Kind::unanchored, 1);
+  auto ok = verify(/*allow_unanchored=*/true);
+  EXPECT_TRUE(ok.intact);
+  EXPECT_EQ(ok.records, 4u);
+  log->close();
+  EXPECT_TRUE(verify().intact);
+}
+
+TEST_F(AuditTest, CheckpointsFollowTime) {
+  options_.checkpoint_records = 1000;
+  options_.checkpoint_ms = 60'000;
+  auto log = open();
+  log->append(AuditEvent("added", "cli", "j", "q"));
+  EXPECT_EQ(read_lines(cp_path()).size(), 0u);
+  env_.advance(60'000);
+  log->tick();
+  EXPECT_EQ(read_lines(cp_path()).size(), 1u);
+  log->close();
+  EXPECT_EQ(read_lines(cp_path()).size(), 1u);  // nothing new to anchor
+}
+
+TEST_F(AuditTest, EpochFollowsTime) {
+  options_.epoch_records = 1000;
+  options_.epoch_ms = 3'600'000;
+  auto log = open();
+  log->append(AuditEvent("added", "cli", "j", "q"));
+  env_.advance(3'600'000);
+  log->append(AuditEvent("added", "cli", "j", "q"));
+  EXPECT_EQ(log->head().epoch, 1u);
+  log->close();
+  EXPECT_TRUE(verify().intact);
+}
+
+TEST_F(AuditTest, VerifyFromACheckpoint) {
+  write(20);
+  auto cps = read_lines(cp_path());
+  ASSERT_GE(cps.size(), 2u);
+  auto lines = read_lines(log_path());
+  // Archive (drop) the records up to checkpoint #2; verification from it
+  // still succeeds, while a full verification sees them missing.
+  auto cp2 = security::parse_audit_checkpoint_line(cps[1]);
+  ASSERT_TRUE(cp2);
+  lines.erase(lines.begin(), lines.begin() + static_cast<std::ptrdiff_t>(cp2->seq));
+  write_lines(log_path(), lines);
+  EXPECT_FALSE(verify().intact);
+  auto r = verify(false, 2);
+  EXPECT_TRUE(r.intact) << (r.problem ? r.problem->message : "");
+  EXPECT_EQ(r.records, 20u - cp2->seq);
+}
+
+TEST_F(AuditTest, TamperedCheckpointSignatureIsRefused) {
+  write(20);
+  auto cps = read_lines(cp_path());
+  std::string& last = cps.back();
+  std::size_t sig = last.find("\"sig\":\"") + 8;
+  last[sig] = last[sig] == 'A' ? 'B' : 'A';
+  write_lines(cp_path(), cps);
+  auto r = verify();
+  EXPECT_FALSE(r.intact);
+  ASSERT_TRUE(r.problem);
+  // Record 20 is anchored by nothing now.
+  EXPECT_TRUE(r.problem->kind == Kind::bad_checkpoint || r.problem->kind == Kind::unanchored)
+      << r.problem->message;
+}
+
+TEST_F(AuditTest, Ed25519SignVerifyRoundTripAndRefusals) {
+  auto pair = security::ed25519_generate();
+  std::string msg = "checkpoint";
+  std::string sig = security::ed25519_sign(pair.private_key.reveal(), msg);
+  EXPECT_EQ(sig.size(), 64u);
+  EXPECT_TRUE(security::ed25519_verify(pair.public_key, msg, sig));
+  EXPECT_EQ(security::ed25519_public_from_private(pair.private_key.reveal()), pair.public_key);
+  std::string bad = sig;
+  bad[10] ^= 1;
+  EXPECT_FALSE(security::ed25519_verify(pair.public_key, msg, bad));
+  EXPECT_FALSE(security::ed25519_verify(pair.public_key, "checkpoinT", sig));
+  EXPECT_FALSE(security::ed25519_verify(pair.public_key, msg, sig.substr(1)));
+  auto other = security::ed25519_generate();
+  EXPECT_FALSE(security::ed25519_verify(other.public_key, msg, sig));
+}
+
+TEST_F(AuditTest, KeyFilesArePrivateAndNotOverwritten) {
+  struct stat st {};
+  ASSERT_EQ(::stat(writer_key().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::stat(verify_key().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_THROW(audit_keygen(writer_key(), dir_.file("v2")), Conflict);
+  ::chmod(writer_key().c_str(), 0644);
+  try {
+    open();
+    FAIL() << "opened a world-readable writer key";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), errc::permission_denied);
+  }
+  EXPECT_THROW(AuditLog::open(AuditOptions::in_dir(dir_.file("nowhere")), env_), NotFound);
+}
+
+// The writer's state after evolving holds only the current key: no earlier
+// epoch's key is in the file, and the current key re-MACs no earlier record
+// (neither as it is, nor relabelled with the current epoch).
+TEST_F(AuditTest, EvolvedWriterStateCannotRewriteEarlierEpochs) {
+  write(12);  // epochs 0,0,0,0,0,1,...,2
+  std::string vtext = slurp(verify_key());
+  auto vk = security::parse_verify_key(vtext, verify_key());
+  std::string wtext = slurp(writer_key());
+  auto wk = security::parse_writer_key(wtext, writer_key());
+  ASSERT_EQ(wk.epoch, 2u);
+  auto k0 = security::audit_key_for_epoch(vk.seed.reveal(), 0);
+  auto k1 = security::audit_key_for_epoch(vk.seed.reveal(), 1);
+  auto k2 = security::audit_key_for_epoch(vk.seed.reveal(), 2);
+  EXPECT_TRUE(security::constant_time_equal(wk.key.reveal(), k2.reveal()));
+  for (const Secret* old : {&k0, &k1, &vk.seed}) {
+    EXPECT_EQ(wtext.find(security::base64_encode(old->reveal())), std::string::npos);
+    EXPECT_EQ(wtext.find(old->reveal()), std::string::npos);
+  }
+
+  auto lines = read_lines(log_path());
+  auto rec2 = audit_from_json_line(lines[1]);
+  ASSERT_TRUE(rec2);
+  ASSERT_EQ(rec2->epoch, 0u);
+  EXPECT_FALSE(security::constant_time_equal(
+      security::hmac_sha256(wk.key.reveal(), audit_canonical(*rec2)), rec2->mac));
+
+  // The thief's best try: change record 2 and re-MAC it with the stolen key,
+  // as epoch 0 (wrong key) ...
+  AuditRecord forged = *rec2;
+  forged.event.actor = "eve";
+  forged.mac = security::hmac_sha256(wk.key.reveal(), audit_canonical(forged));
+  lines[1] = audit_to_json_line(forged);
+  write_lines(log_path(), lines);
+  expect_problem(verify(), Kind::changed, 2);
+  // ... or relabelled as epoch 2, rewriting every later record too so that
+  // the chain links: the epoch-0 checkpoint before the evolution refuses it.
+  lines = read_lines(log_path());
+  std::string prev = audit_from_json_line(lines[0])->prev_mac;
+  prev = audit_from_json_line(lines[0])->mac;
+  for (std::size_t i = 1; i < lines.size(); ++i) {
+    auto r = *audit_from_json_line(lines[i]);
+    if (i == 1) r.event.actor = "eve";
+    r.epoch = 2;
+    r.prev_mac = prev;
+    r.mac = security::hmac_sha256(wk.key.reveal(), audit_canonical(r));
+    prev = r.mac;
+    lines[i] = audit_to_json_line(r);
+  }
+  write_lines(log_path(), lines);
+  expect_problem(verify(), Kind::changed, 2);
+}
+
+TEST_F(AuditTest, HookSeesEachRecordLine) {
+  std::vector<std::string> seen;
+  options_.hook = [&](std::string_view line) { seen.emplace_back(line); };
+  write(3);
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen, read_lines(log_path()));
+}
+
+TEST_F(AuditTest, SubjectsOtherThanABlindIndexAreNeverWritten) {
+  auto log = open();
+  std::string index(64, 'a');
+  log->append(AuditEvent("added", "cli", "j1", "q", index));
+  log->append(AuditEvent("added", "cli", "j2", "q", "alice@example.com"));
+  log->append(AuditEvent("added", "cli\n{\"seq\":1}", "j3", "q"));
+  log->close();
+  std::string text = slurp(log_path());
+  EXPECT_NE(text.find(index), std::string::npos);
+  EXPECT_EQ(text.find("alice"), std::string::npos);
+  EXPECT_NE(text.find("unindexed"), std::string::npos);
+  EXPECT_EQ(read_lines(log_path()).size(), 3u);  // the newline did not split a record
+  EXPECT_TRUE(verify().intact);
+}
+
+TEST_F(AuditTest, PartialLastLineFromACrashIsCut) {
+  write(3);
+  {
+    std::ofstream out(log_path(), std::ios::binary | std::ios::app);
+    out << "{\"seq\":4,\"ti";
+  }
+  write(2, 4);
+  auto r = verify();
+  EXPECT_TRUE(r.intact) << (r.problem ? r.problem->message : "");
+  EXPECT_EQ(r.records, 5u);
+}
+
+// ---- through a Client: the auditing backend ----
+
+TEST_F(AuditTest, AuditedClientRecordsJobLifeWithoutPayloadOrSubject) {
+  options_.epoch_records = 1000;
+  auto log = open();
+  ClientOptions co;
+  co.audit = log;
+  co.actor = "tester";
+  auto client = Client::open("memory://", env_, co);
+  Queue q(client, "mail");
+  const std::string marker = "MARKER-5f1c-payload-secret";
+  JobOptions jo;
+  jo.subject = "bob@example.com";
+  JobId done_id = sync_wait(q.add("ok", boost::json::object{{"m", marker}}, jo));
+  JobOptions retry_opts;
+  retry_opts.attempts = 2;
+  retry_opts.backoff.delay_ms = 10;
+  retry_opts.backoff.jitter = 0;
+  JobId failing = sync_wait(q.add("boom", boost::json::object{{"m", marker}}, retry_opts));
+  sync_wait(q.pause());
+  sync_wait(q.resume());
+
+  auto tasks = std::make_shared<TaskRegistry>();
+  tasks->add("ok", [](TaskContext&) -> boost::json::value { return "fine"; },
+             TaskOptions{.blocking = false});
+  tasks->add("boom", [marker](TaskContext&) -> boost::json::value {
+    throw std::runtime_error("failed with " + marker);
+  }, TaskOptions{.blocking = false});
+  WorkerOptions wo;
+  wo.queues = {"mail"};
+  wo.id = "w1";
+  auto worker = std::make_shared<Worker>(client, tasks, wo);
+  boost::asio::io_context io;
+  bool stopped = false;
+  boost::asio::co_spawn(io, worker->run(), [&](std::exception_ptr) { stopped = true; });
+  ASSERT_TRUE(run_until(io, env_, [&] {
+    auto s = worker->stats();
+    return s.completed + s.dead >= 2;
+  }));
+  worker->stop();
+  ASSERT_TRUE(run_until(io, env_, [&] { return stopped; }));
+  sync_wait(q.remove(done_id));
+  sync_wait(q.retry(failing));
+  log->close();
+
+  std::string text = slurp(log_path());
+  EXPECT_EQ(text.find("MARKER"), std::string::npos);
+  EXPECT_EQ(text.find("bob"), std::string::npos);
+  EXPECT_EQ(text.find("fine"), std::string::npos);
+  EXPECT_EQ(text.find("failed with"), std::string::npos);
+
+  std::vector<std::string> actions;
+  for (const auto& line : read_lines(log_path())) {
+    auto r = audit_from_json_line(line);
+    ASSERT_TRUE(r);
+    actions.push_back(r->event.action + ":" + r->event.actor +
+                      (r->event.job == done_id.str() ? ":done" : r->event.job == failing.str() ? ":failing" : ":-"));
+    if (!r->event.job.empty()) {
+      EXPECT_EQ(r->event.queue, "mail");
+    }
+  }
+  std::vector<std::string> want = {
+      "added:tester:done",        "added:tester:failing",     "paused:tester:-",
+      "resumed:tester:-",         "claimed:worker:w1:done",   "claimed:worker:w1:failing",
+      "completed:worker:w1:done", "retried:worker:w1:failing", "claimed:worker:w1:failing",
+      "dead:worker:w1:failing",   "removed:tester:done",      "retried:tester:failing"};
+  // The worker may record the two first outcomes in either order.
+  auto sorted = [](std::vector<std::string> v) {
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  EXPECT_EQ(sorted(actions), sorted(want)) << ::testing::PrintToString(actions);
+  EXPECT_TRUE(verify().intact);
+}
+
+}  // namespace
+}  // namespace asyncmq::testing
+
+namespace asyncmq::testing {
+namespace {
+
+// A policy denial through an audited client is itself an audit record
+// (actor the principal, action "denied"), next to the allowed calls.
+TEST_F(AuditTest, PolicyDenialWritesAnAuditRecord) {
+  auto policy = Policy::parse(R"(
+[[grant]]
+principal = "apikey:producer-1"
+roles = ["producer"]
+queues = ["mail"]
+)", "test-policy", env_);
+  auto principal = std::make_shared<Principal>();
+  principal->kind = "apikey";
+  principal->name = "producer-1";
+  auto log = open();
+  ClientOptions co;
+  co.audit = log;
+  co.principal = principal;
+  co.policy = policy;
+  auto client = Client::open("memory://", env_, co);
+  // A second client with the same pair must not double the denial records.
+  auto client2 = Client::open("memory://", env_, co);
+  std::uint64_t before = Policy::denials();
+  Queue mail(client, "mail");
+  Queue other(client, "other");
+  sync_wait(mail.add("t", boost::json::object{{"k", 1}}));
+  EXPECT_THROW(sync_wait(other.add("t", boost::json::object{{"k", 2}})), PermissionDenied);
+  EXPECT_THROW(sync_wait(mail.pause()), PermissionDenied);
+  EXPECT_EQ(Policy::denials(), before + 2);
+  log->close();
+
+  std::vector<std::string> got;
+  for (const auto& line : read_lines(log_path())) {
+    auto r = audit_from_json_line(line);
+    ASSERT_TRUE(r);
+    got.push_back(r->event.action + " " + r->event.actor + " " + r->event.queue + " " + r->event.detail);
+  }
+  std::vector<std::string> want = {"added apikey:producer-1 mail ",
+                                   "denied apikey:producer-1 other action=add",
+                                   "denied apikey:producer-1 mail action=pause"};
+  EXPECT_EQ(got, want);
+  EXPECT_TRUE(verify().intact);
+}
+
+}  // namespace
+}  // namespace asyncmq::testing
