@@ -58,22 +58,30 @@ struct Fd {
   }
 };
 
-// Holds an exclusive lock on "<file>.lock" for the object's life.
+// Holds an exclusive lock on "<file>.lock" for the object's life. With
+// `required` false, a lock that cannot be taken (a read-only directory) is
+// not an error: held() says so and the caller does not write.
 class StoreLock {
  public:
-  explicit StoreLock(const std::filesystem::path& file) {
+  explicit StoreLock(const std::filesystem::path& file, bool required = true) {
     std::string name = file.string() + ".lock";
     lock_.fd = ::open(name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (lock_.fd < 0)
+    if (lock_.fd < 0) {
+      if (!required) return;
       throw InvalidArgument("cannot open API key store lock " + name + ": " + std::strerror(errno));
-    while (::flock(lock_.fd, LOCK_EX) != 0) {
-      if (errno != EINTR)
-        throw InvalidArgument("cannot lock API key store " + name + ": " + std::strerror(errno));
     }
+    while (::flock(lock_.fd, LOCK_EX) != 0) {
+      if (errno == EINTR) continue;
+      if (!required) return;
+      throw InvalidArgument("cannot lock API key store " + name + ": " + std::strerror(errno));
+    }
+    held_ = true;
   }
+  bool held() const { return held_; }
 
  private:
   Fd lock_;
+  bool held_ = false;
 };
 
 struct Entry {
@@ -279,7 +287,7 @@ Principal ApiKeyStore::authenticate(std::string_view key) {
   if (key.size() != kPrefix.size() + kKeyChars || key.substr(0, kPrefix.size()) != kPrefix)
     throw Unauthenticated("API key refused: malformed (expected amq_ and 43 characters)");
   const std::string hash = security::sha256(key);
-  StoreLock lock(file_);
+  StoreLock lock(file_, /*required=*/false);
   auto entries = read_store(file_);
   Entry* found = nullptr;
   for (auto& e : entries) {
@@ -293,9 +301,16 @@ Principal ApiKeyStore::authenticate(std::string_view key) {
     throw Unauthenticated("API key refused: key " + info.id + " ('" + info.name + "') is revoked");
   if (info.expires_ms != 0 && now >= info.expires_ms)
     throw Unauthenticated("API key refused: key " + info.id + " ('" + info.name + "') has expired");
-  if (now - info.last_used_ms >= kLastUsedResolutionMs) {
+  // The last-used time is bookkeeping: a store that cannot be written
+  // (read-only deployment) still authenticates.
+  if (lock.held() && now - info.last_used_ms >= kLastUsedResolutionMs) {
     info.last_used_ms = now;
-    write_store(file_, entries);
+    try {
+      write_store(file_, entries);
+    } catch (const Error& e) {
+      core::log(core::LogLevel::warn, "apikey",
+                std::string("cannot record the last use of key ") + info.id + ": " + e.what());
+    }
   }
   Principal p;
   p.kind = "apikey";

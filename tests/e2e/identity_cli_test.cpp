@@ -3,6 +3,8 @@
 // may add and is refused when it runs a worker or claims, a worker key may
 // not add; each denial exits 1 naming principal, action and queue, and no
 // key appears in any output but its own creation.
+#include <asyncmq/env.hpp>
+
 #include "security/crypto.hpp"
 #include "security/jose.hpp"
 #include "support/process.hpp"
@@ -30,6 +32,11 @@ queues = ["emails"]
 [[grant]]
 principal = "apikey:worker-bot"
 roles = ["worker"]
+queues = ["emails"]
+
+[[grant]]
+principal = "jwt:alice"
+roles = ["producer"]
 queues = ["emails"]
 
 [[grant]]
@@ -164,6 +171,42 @@ TEST_F(IdentityCli, ApiKeyCommandsNeedAdminWhenAPolicyIsConfigured) {
   EXPECT_NE(allowed.out.find("producer-bot"), std::string::npos);
   ProcessResult bad_expiry = cli({"apikey", "create", "--name", "x", "--expires", "soon"});
   EXPECT_EQ(bad_expiry.exit_code, 2) << bad_expiry.err;
+}
+
+// A JWT (HS256, key from a JWKS file) through --token / ASYNCMQ_TOKEN.
+TEST_F(IdentityCli, TokenFromJwksActsAsItsSubject) {
+  using security::base64url_encode;
+  const std::string secret = security::random_bytes(32);
+  std::ofstream(dir_.file("jwks.json"))
+      << R"({"keys":[{"kty":"oct","alg":"HS256","kid":"k1","k":")" << base64url_encode(secret) << "\"}]}";
+  auto make = [&](std::int64_t exp) {
+    std::string input = base64url_encode(R"({"alg":"HS256","kid":"k1"})") + "." +
+                        base64url_encode(R"({"sub":"alice","aud":"asyncmq","exp":)" + std::to_string(exp) + "}");
+    return input + "." + base64url_encode(security::hmac_sha256(secret, input));
+  };
+  // The CLI reads the real clock, so the token is made against it.
+  const std::int64_t now = Env::system().now_ms() / 1000;
+  const std::string good = make(now + 600), expired = make(now - 3600);
+  auto env = [&](const std::string& token) {
+    std::map<std::string, std::optional<std::string>> e{{"ASYNCMQ_POLICY", dir_.file("policy.toml")},
+                                                        {"ASYNCMQ_TOKEN", token},
+                                                        {"ASYNCMQ_JWKS", dir_.file("jwks.json")},
+                                                        {"ASYNCMQ_JWT_AUDIENCE", "asyncmq"}};
+    return e;
+  };
+  ProcessResult add = cli({"job", "add", "emails", "send"}, env(good));
+  EXPECT_EQ(add.exit_code, 0) << add.err;
+  expect_denied(cli({"worker", "--queue", "emails"}, env(good)), "jwt:alice", "claim", "emails");
+  ProcessResult old = cli({"job", "add", "emails", "send"}, env(expired));
+  EXPECT_EQ(old.exit_code, 1);
+  EXPECT_NE(old.err.find("expired"), std::string::npos) << old.err;
+  ProcessResult none = cli({"job", "add", "emails", "send"}, env("eyJhbGciOiJub25lIn0.e30."));
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_NE(none.err.find("alg 'none' is never accepted"), std::string::npos) << none.err;
+  for (const auto& out : outputs_) {
+    EXPECT_EQ(out.find(good), std::string::npos) << out;
+    EXPECT_EQ(out.find(good.substr(good.rfind('.') + 1)), std::string::npos) << out;
+  }
 }
 
 }  // namespace
