@@ -348,6 +348,41 @@ TEST_F(PolicyClient, QueuesListOnlyReadableOnes) {
   EXPECT_EQ(sync_wait(as("viewer")->queues()), (std::vector<std::string>{"billing", "emails"}));
 }
 
+TEST_F(PolicyClient, LeasesOfJobsClaimedElsewhereAreCheckedByTheirQueue) {
+  // An admin claims a billing job; the emails worker holding its lease
+  // token still may not heartbeat or finish it: the decorator looks up the
+  // job's queue.
+  auto admin = as("admin");
+  sync_wait(Queue(admin, "billing").add("x", boost::json::object()));
+  ClaimRequest req;
+  req.queue = "billing";
+  req.worker_id = "admin";
+  req.now_ms = env_.now_ms();
+  auto jobs = sync_wait(admin->backend().claim(req));
+  ASSERT_EQ(jobs.size(), 1u);
+  auto worker = as("worker");
+  std::vector<LeaseRef> leases;
+  leases.push_back(LeaseRef{jobs[0].id, jobs[0].lease.token});
+  EXPECT_THROW(sync_wait(worker->backend().heartbeat(leases, env_.now_ms() + 1000)), PermissionDenied);
+  Outcome o;
+  o.id = jobs[0].id;
+  o.token = jobs[0].lease.token;
+  o.kind = Outcome::Kind::dead;
+  o.error = "e";
+  std::vector<Outcome> outcomes;
+  outcomes.push_back(o);
+  try {
+    sync_wait(worker->backend().finish(outcomes));
+    FAIL() << "finished a job of a queue it has no grant for";
+  } catch (const PermissionDenied& e) {
+    EXPECT_NE(std::string(e.what()).find("fail on queue 'billing'"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(sync_wait(backend_->counts("billing"))[static_cast<int>(JobState::active)], 1u);
+  // Maintenance calls span queues: a worker may run them, a producer not.
+  EXPECT_NO_THROW(sync_wait(worker->backend().promote_due(env_.now_ms())));
+  EXPECT_THROW(sync_wait(as("producer")->backend().reclaim_expired(env_.now_ms(), 3)), PermissionDenied);
+}
+
 TEST_F(PolicyClient, PrincipalAndPolicyGoTogether) {
   ClientOptions o;
   o.policy = policy_;
