@@ -288,6 +288,12 @@ class PermissionDenied : public Error {
 // sees.
 inline constexpr std::string_view kRedacted = "\"[redacted]\"";
 
+struct PolicyOptions {
+  // How stale a file-backed policy may be: the file is stat'ed at most once
+  // per this much Env time. 0: on every check.
+  std::int64_t recheck_ms = 1000;
+};
+
 // Roles per queue pattern for principals; deny by default.
 //
 // File format (TOML):
@@ -323,12 +329,6 @@ inline constexpr std::string_view kRedacted = "\"[redacted]\"";
 //
 // Thread safety: every method is safe concurrently; a check reads an
 // immutable snapshot of the rules. Lifetime: shared; the Env must outlive it.
-struct PolicyOptions {
-  // How stale a file-backed policy may be: the file is stat'ed at most once
-  // per this much Env time. 0: on every check.
-  std::int64_t recheck_ms = 1000;
-};
-
 class Policy {
  public:
   using Options = PolicyOptions;

@@ -48,19 +48,28 @@ class PolicyBackend final : public core::ForwardingBackend {
 
   awaitable<std::vector<bool>> heartbeat(std::vector<LeaseRef> leases,
                                          std::int64_t expires_ms) override {
-    for (const auto& l : leases) {
-      std::string queue = co_await queue_of(l.id, false);
-      if (!queue.empty()) policy_->check(*who_, Action::heartbeat, queue);
-    }
+    std::vector<JobId> ids;
+    ids.reserve(leases.size());
+    for (const auto& l : leases) ids.push_back(l.id);
+    auto queues = co_await queues_of(ids);
+    // One check per distinct queue of the batch, not one per job.
+    std::set<std::string_view> distinct(queues.begin(), queues.end());
+    for (auto q : distinct)
+      if (!q.empty()) policy_->check(*who_, Action::heartbeat, q);
     co_return co_await inner().heartbeat(std::move(leases), expires_ms);
   }
 
   awaitable<std::vector<bool>> finish(std::vector<Outcome> outcomes) override {
-    for (const auto& o : outcomes) {
-      std::string queue = co_await queue_of(o.id, false);
-      Action a = o.kind == Outcome::Kind::completed ? Action::complete : Action::fail;
-      if (!queue.empty()) policy_->check(*who_, a, queue);
+    std::vector<JobId> ids;
+    ids.reserve(outcomes.size());
+    for (const auto& o : outcomes) ids.push_back(o.id);
+    auto queues = co_await queues_of(ids);
+    std::set<std::pair<std::string_view, Action>> needed;
+    for (std::size_t i = 0; i < outcomes.size(); ++i) {
+      Action a = outcomes[i].kind == Outcome::Kind::completed ? Action::complete : Action::fail;
+      if (!queues[i].empty()) needed.emplace(queues[i], a);
     }
+    for (const auto& [q, a] : needed) policy_->check(*who_, a, q);
     auto applied = co_await inner().finish(outcomes);
     {
       std::lock_guard lock(mu_);
@@ -136,6 +145,27 @@ class PolicyBackend final : public core::ForwardingBackend {
  private:
   void check_anywhere(Action a) {
     if (!policy_->allowed_anywhere(*who_, a)) throw policy_->deny(*who_, a, "*");
+  }
+
+  // The queues of jobs `ids`, in order: remembered from claim (one lock for
+  // the batch), else looked up one by one. Empty for a job that does not
+  // exist (the inner call then reports it).
+  awaitable<std::vector<std::string>> queues_of(const std::vector<JobId>& ids) {
+    std::vector<std::string> out(ids.size());
+    std::vector<std::size_t> unknown;
+    {
+      std::lock_guard lock(mu_);
+      for (std::size_t i = 0; i < ids.size(); ++i) {
+        auto it = claimed_.find(ids[i]);
+        if (it != claimed_.end()) {
+          out[i] = it->second;
+        } else {
+          unknown.push_back(i);
+        }
+      }
+    }
+    for (std::size_t i : unknown) out[i] = co_await queue_of(ids[i], true);
+    co_return out;
   }
 
   // The queue of job `id`: remembered from claim, else looked up. Empty
