@@ -97,6 +97,21 @@ struct ReclaimResult {
   std::vector<JobId> dead;      // stalled more than max_stalls times
 };
 
+// One compare-and-set of Backend::rewrite_sealed.
+struct SealedRewrite {
+  JobId id;
+  std::string expected_payload, expected_result, expected_error;  // as read
+  std::string payload, result, error;                             // to store
+};
+
+struct PurgeResult {
+  std::uint64_t jobs = 0;  // jobs deleted
+  // False if the backend could not make sure that no old copy of the
+  // deleted bytes is left in its files (SQLite: another connection kept the
+  // WAL checkpoint from completing; run the purge again later to retry).
+  bool scrubbed = true;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -160,6 +175,39 @@ class Backend {
 
   // The URI this backend was opened with, passwords masked.
   virtual std::string describe() const = 0;
+
+  // Data protection (issue 5) ------------------------------------------------
+  // Used by key rotation (`asyncmq keys reseal|retire|list`) and erasure
+  // (`asyncmq purge --subject`). Like everything else here they treat
+  // payload, result, error and subject as opaque bytes.
+
+  // Every job of every queue, in any state, in id order, a page at a time
+  // (pass `next` back as `after`). Not a snapshot: jobs added or removed
+  // meanwhile may or may not be seen. Throws InvalidArgument if limit is
+  // outside 1..1000.
+  virtual boost::asio::awaitable<JobPage> scan(std::optional<JobId> after,
+                                               std::size_t limit) = 0;
+
+  // Compare-and-set of the sealed fields of jobs (re-sealing under a new
+  // key while workers run). For each item: if the job exists and its stored
+  // payload, result and error are still exactly `expected_*`, they become
+  // `payload`, `result` and `error`; nothing else of the job changes (state,
+  // lease and token included, so an active job's worker is not disturbed).
+  // Returns, per item, whether it was applied (false: the job is gone or one
+  // of its fields changed since it was read; read it again). One
+  // transaction; durable on return.
+  virtual boost::asio::awaitable<std::vector<bool>> rewrite_sealed(
+      std::vector<SealedRewrite> rewrites) = 0;
+
+  // Erasure: deletes every job whose stored subject (JobOptions::subject as
+  // stored, i.e. the blind index) equals `subject`, in every queue and
+  // state (active ones too: their workers' writes are then refused), with
+  // its payload, result, error and dead letter, in one transaction, and
+  // returns how many. Durable on return. A backend that keeps old bytes
+  // around overwrites them before returning where it can (SQLite:
+  // secure_delete for the deletion, then a WAL checkpoint with TRUNCATE).
+  // Throws InvalidArgument for an empty subject.
+  virtual boost::asio::awaitable<PurgeResult> purge_subject(std::string subject) = 0;
 };
 
 // Opens a backend by URI:

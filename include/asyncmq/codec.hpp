@@ -29,7 +29,16 @@ struct CodecContext {
   std::string_view queue;
   const JobId& job;
   Field field;
+  // The job's stored data subject (Codec::encode_subject's output, the blind
+  // index), empty if none. The sealing codec seals a subject's fields under
+  // that subject's own data key (crypto-shredding, issue 5).
+  std::string_view subject = {};
 };
+
+// The context of one field of a stored job. `job` must outlive the result.
+inline CodecContext codec_context(const Job& job, Field field) {
+  return CodecContext{job.queue, job.id, field, job.options.subject};
+}
 
 class Codec {
  public:

@@ -17,6 +17,8 @@
 //   disabled      refused for both (a retired or compromised key)
 //   index         the key of the blind index for data subjects (at most one;
 //                 never used for sealing)
+// A line may end with a fourth field `created=<ms since the epoch>`
+// (written by `asyncmq keys add`; informational).
 // Make a key with `openssl rand -base64 32`. In the environment variable,
 // lines may also be separated by `;`.
 //
@@ -32,6 +34,7 @@
 #include <filesystem>
 #include <iosfwd>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -110,6 +113,9 @@ struct KeyInfo {
   std::string id;
   KeyState state;
   std::uint64_t messages_sealed;  // by this process
+  // When the key was made (the key file's optional `created=` field, set by
+  // `asyncmq keys add`), ms since the epoch; 0 if unknown.
+  std::int64_t created_ms = 0;
 };
 
 // Named AES-256 keys with ids and states, plus an optional blind-index key.
@@ -147,6 +153,18 @@ class Keyring {
   // Sets a key's state (primary as activate). Throws NotFound.
   void set_state(const std::string& id, KeyState state);
 
+  // Reloading without a restart (SIGHUP, a changed key file): reads the
+  // source this ring was loaded from again (load_file: the same path, with
+  // the same checks; load_env: the same variable) and, only if all of it is
+  // valid, replaces every key, state and the index key at once. Message
+  // counters carry over for keys whose id and bytes are unchanged. On any
+  // error the ring is left exactly as it was and the error (KeyFileError,
+  // never holding key bytes) is thrown. A ring made by parse() or by hand
+  // has no source: reload throws KeyFileError(errc::not_found).
+  void reload();
+  // The key file this ring was loaded from; empty if not loaded from a file.
+  std::filesystem::path source_file() const;
+
   std::vector<KeyInfo> list() const;             // sorted by id, without bytes
   std::string primary_id() const;                // empty if none
   bool has_index_key() const;
@@ -171,5 +189,52 @@ class Keyring {
 // REQUIRES: keys != nullptr. Sealing throws InvalidArgument if the ring has
 // no primary key.
 std::shared_ptr<Codec> make_sealing_codec(std::shared_ptr<Keyring> keys);
+
+// Where each data subject's own data key is kept, wrapped (AES-256-GCM)
+// under the keyring's primary key, apart from the jobs: crypto-shredding.
+// The sealing codec seals every field of a job that has a subject under
+// that subject's data key; erasing the subject destroys the key, so copies
+// of the jobs elsewhere (backups, a copied database file) can no longer be
+// opened, even with the keyring. Keys are named by the subject's blind
+// index (64 lowercase hex characters), never by the subject.
+// Thread safety: every method is safe concurrently, also across processes
+// sharing one directory store.
+class SubjectKeyStore {
+ public:
+  virtual ~SubjectKeyStore() = default;
+  // The wrapped key stored for `index`, or nullopt.
+  virtual std::optional<std::string> get(std::string_view index) = 0;
+  // Stores `wrapped` for `index` unless a key is already stored; returns the
+  // key that is stored afterwards (another writer's, if it came first).
+  virtual std::string put_if_absent(std::string_view index, std::string_view wrapped) = 0;
+  // Replaces the stored key with `wrapped` if it is still `expected`
+  // (re-wrapping under a new primary key). Returns whether it did.
+  virtual bool replace(std::string_view index, std::string_view expected,
+                       std::string_view wrapped) = 0;
+  // Destroys the key of `index` (overwriting it first where the medium
+  // allows). Returns whether there was one. Durable on return.
+  virtual bool destroy(std::string_view index) = 0;
+  // The indexes that have a key, sorted.
+  virtual std::vector<std::string> list() = 0;
+};
+
+// A store of one file per subject (mode 0600) in `dir`, created with mode
+// 0700 if missing. Writes are atomic (write, fsync, link or rename) and
+// durable; destroy overwrites the file with zeros, fsyncs and unlinks it (a
+// copy-on-write or journalling file system may still hold old blocks: the
+// bytes there are wrapped under the keyring, so destroying or retiring the
+// wrapping key finishes the job). Several processes may share a directory.
+// Throws KeyFileError if `dir` cannot be created, is not a directory, or may
+// be read by group or others.
+std::shared_ptr<SubjectKeyStore> open_subject_key_dir(const std::filesystem::path& dir);
+// A store in memory (tests, memory:// backends): lost with the process.
+std::shared_ptr<SubjectKeyStore> make_memory_subject_key_store();
+
+// As above, and the jobs of a data subject are sealed under the subject's
+// own data key from `subjects` (made on first use: 256 random bits, wrapped
+// under the primary key). REQUIRES: keys != nullptr; subjects may be null
+// (then subjects' jobs are sealed under the primary key like any other).
+std::shared_ptr<Codec> make_sealing_codec(std::shared_ptr<Keyring> keys,
+                                          std::shared_ptr<SubjectKeyStore> subjects);
 
 }  // namespace asyncmq

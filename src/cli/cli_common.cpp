@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <iostream>
@@ -91,12 +92,38 @@ void preflight_backend(std::string_view text, Access access) {
 
 std::shared_ptr<Client> open_client(const Context& ctx, Access access) {
   preflight_backend(ctx.backend_uri, access);
+  return open_client(ctx, access, load_protection(ctx));
+}
+
+std::shared_ptr<Client> open_client(const Context& ctx, Access access, const Protection& p) {
+  preflight_backend(ctx.backend_uri, access);
   ClientOptions options;
   options.principal = ctx.principal;
   options.policy = ctx.policy;
   options.audit = open_audit_log(ctx);
   options.actor = ctx.principal ? ctx.principal->id() : std::string("cli");
+  options.codec = p.codec;
   return Client::open(ctx.backend_uri, Env::system(), std::move(options));
+}
+
+Protection load_protection(const Context& ctx) {
+  Protection p;
+  const char* env_keys = std::getenv("ASYNCMQ_KEYS");
+  if (!ctx.key_file.empty()) {
+    p.keys = Keyring::load_file(ctx.key_file);
+  } else if (env_keys && *env_keys) {
+    p.keys = Keyring::load_env("ASYNCMQ_KEYS");
+  } else {
+    return p;
+  }
+  std::string dir = ctx.subject_keys_dir;
+  if (dir.empty()) {
+    core::Uri uri = core::parse_uri(ctx.backend_uri);
+    if (uri.scheme == "sqlite") dir = sqlite_path(uri) + ".subject-keys";
+  }
+  p.subjects = dir.empty() ? make_memory_subject_key_store() : open_subject_key_dir(dir);
+  p.codec = make_sealing_codec(p.keys, p.subjects);
+  return p;
 }
 
 std::string format_time_ms(std::int64_t ms) {

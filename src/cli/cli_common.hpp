@@ -15,6 +15,7 @@
 #include <asyncmq/audit.hpp>
 #include <asyncmq/client.hpp>
 #include <asyncmq/job.hpp>
+#include <asyncmq/security.hpp>
 #include <asyncmq/task.hpp>
 
 #include <boost/json/value.hpp>
@@ -63,7 +64,23 @@ struct Context {
   // a policy: then the CLI checks nothing, as before identities existed.
   std::shared_ptr<const Principal> principal;
   std::shared_ptr<Policy> policy;
+  // Data protection (issue 5). The key file (--key-file, env
+  // ASYNCMQ_KEY_FILE); empty: the keys in ASYNCMQ_KEYS if set, else no
+  // sealing. The subject key directory (--subject-keys, env
+  // ASYNCMQ_SUBJECT_KEYS); empty: "<database file>.subject-keys" next to an
+  // sqlite:// store, in memory for memory://.
+  std::string key_file;
+  std::string subject_keys_dir;
 };
+
+// The keys a command seals and opens with, from the global options.
+struct Protection {
+  std::shared_ptr<Keyring> keys;               // null: no sealing configured
+  std::shared_ptr<SubjectKeyStore> subjects;   // null without keys
+  std::shared_ptr<Codec> codec;                // the sealing codec, or null
+};
+// Loads them (KeyFileError for an unsafe or malformed key file).
+Protection load_protection(const Context& ctx);
 
 // How a command uses the store.
 enum class Access {
@@ -78,8 +95,10 @@ enum class Access {
 void preflight_backend(std::string_view uri, Access access);
 
 // preflight_backend, then Client::open; with a principal and policy
-// resolved, the client enforces the policy.
+// resolved, the client enforces the policy; with keys configured
+// (load_protection), it seals with them.
 std::shared_ptr<Client> open_client(const Context& ctx, Access access);
+std::shared_ptr<Client> open_client(const Context& ctx, Access access, const Protection& p);
 
 // Registers the subcommands; their callbacks set ctx.action.
 void add_job_commands(CLI::App& app, Context& ctx);
@@ -95,6 +114,7 @@ void add_identity_options(CLI::App& app, Context& ctx);
 // a principal and the policy loaded (see commands_identity.cpp), and a
 // worker whose principal may not claim from one of its queues is refused.
 void wrap_action_with_identity(CLI::App& app, Context& ctx);
+void add_keys_commands(CLI::App& app, Context& ctx);  // keys ..., purge
 
 void add_audit_commands(CLI::App& app, Context& ctx);
 // The global --audit-dir, --audit-checkpoints, --audit-key options.

@@ -5,10 +5,14 @@
 #include <asyncmq/worker.hpp>
 
 #include "cli/cli_common.hpp"
+#include "security/key_watch.hpp"
 
 #include <CLI/CLI.hpp>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/json.hpp>
@@ -50,6 +54,45 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
+// Reloading the keyring without a restart: on SIGHUP, and when the key file
+// changes (checked once a second through the Env, on this io_context). A
+// failed reload keeps the old keys and logs one line (KeyWatch).
+class KeyReload {
+ public:
+  KeyReload(boost::asio::io_context& io, boost::asio::signal_set& hangup, const Protection& p,
+            Env& env)
+      : hangup_(hangup) {
+    if (p.keys && !p.keys->source_file().empty()) {
+      watch_ = std::make_unique<security::KeyWatch>(p.keys, env);
+      auto run = watch_->run(stop_flag_);
+      boost::asio::co_spawn(io, std::move(run),
+                            boost::asio::bind_cancellation_slot(cancel_.slot(), boost::asio::detached));
+    }
+    on_hup_ = [this](const boost::system::error_code& ec, int) {
+      if (ec) return;  // cancelled: the worker stopped
+      if (watch_) {
+        watch_->reload_now("SIGHUP");
+      } else {
+        std::cerr << "asyncmq worker: SIGHUP: no key file configured; nothing to reload\n";
+      }
+      hangup_.async_wait(on_hup_);
+    };
+    hangup_.async_wait(on_hup_);
+  }
+  void stop() {
+    hangup_.cancel();
+    stop_flag_->store(true);
+    cancel_.emit(boost::asio::cancellation_type::terminal);
+  }
+
+ private:
+  boost::asio::signal_set& hangup_;
+  std::unique_ptr<security::KeyWatch> watch_;
+  std::shared_ptr<std::atomic<bool>> stop_flag_ = std::make_shared<std::atomic<bool>>(false);
+  boost::asio::cancellation_signal cancel_;
+  std::function<void(const boost::system::error_code&, int)> on_hup_;
+};
+
 int do_worker(const Context& ctx, WorkerArgs a) {
   if (a.queues.empty()) throw InvalidArgument("worker needs at least one --queue");
   for (const auto& q : a.queues) validate_name("queue", q);
@@ -65,8 +108,11 @@ int do_worker(const Context& ctx, WorkerArgs a) {
   // instead of killing the process mid-open.
   boost::asio::io_context io(1);
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  boost::asio::signal_set hangup(io, SIGHUP);  // reload the key file (issue 5)
 
-  auto client = open_client(ctx, Access::create);
+  Protection protection = load_protection(ctx);
+  auto client = open_client(ctx, Access::create, protection);
+  KeyReload key_reload(io, hangup, protection, client->env());
   auto worker = std::make_shared<Worker>(client, tasks, a.options);
   int signals_seen = 0;
   std::function<void(const boost::system::error_code&, int)> on_signal =
@@ -94,6 +140,7 @@ int do_worker(const Context& ctx, WorkerArgs a) {
   boost::asio::co_spawn(io, worker->run(), [&](std::exception_ptr e) {
     error = e;
     signals.cancel();
+    key_reload.stop();
   });
   io.run();
   if (error) std::rethrow_exception(error);

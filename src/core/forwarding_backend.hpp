@@ -62,6 +62,18 @@ class ForwardingBackend : public Backend {
   }
   std::string describe() const override { return inner_->describe(); }
 
+  // Data protection (issue 5)
+  boost::asio::awaitable<JobPage> scan(std::optional<JobId> after, std::size_t limit) override {
+    return inner_->scan(std::move(after), limit);
+  }
+  boost::asio::awaitable<std::vector<bool>> rewrite_sealed(
+      std::vector<SealedRewrite> rewrites) override {
+    return inner_->rewrite_sealed(std::move(rewrites));
+  }
+  boost::asio::awaitable<PurgeResult> purge_subject(std::string subject) override {
+    return inner_->purge_subject(std::move(subject));
+  }
+
  protected:
   Backend& inner() const { return *inner_; }
 

@@ -86,11 +86,11 @@ void Client::decode(Job& job) {
   const bool policed = options_.principal != nullptr;
   auto redacted = [&](const std::string& s) { return policed && s == kRedacted; };
   if (!redacted(job.payload))
-    job.payload = codec_->decode({job.queue, job.id, Field::payload}, job.payload);
+    job.payload = codec_->decode(codec_context(job, Field::payload), job.payload);
   if ((job.state == JobState::completed || !job.result.empty()) && !redacted(job.result))
-    job.result = codec_->decode({job.queue, job.id, Field::result}, job.result);
+    job.result = codec_->decode(codec_context(job, Field::result), job.result);
   if (!job.error.empty() && !redacted(job.error))
-    job.error = codec_->decode({job.queue, job.id, Field::error}, job.error);
+    job.error = codec_->decode(codec_context(job, Field::error), job.error);
 }
 
 boost::asio::awaitable<std::optional<Job>> Client::get(const JobId& id) {

@@ -46,7 +46,7 @@ Job Queue::make_job(std::string task, const boost::json::value& payload, const J
   job.task = std::move(task);
   job.options = options;
   if (!options.subject.empty()) job.options.subject = c.codec().encode_subject(options.subject);
-  job.payload = c.codec().encode({job.queue, job.id, Field::payload}, text);
+  job.payload = c.codec().encode(codec_context(job, Field::payload), text);
   job.created_ms = now_ms;
   job.run_at_ms = now_ms + options.delay_ms;
   job.state = options.delay_ms > 0 ? JobState::delayed : JobState::waiting;

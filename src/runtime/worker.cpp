@@ -176,9 +176,10 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
     out.id = job.id;
     out.token = token;
     bool unrecoverable = false;
+    bool integrity = false;
     std::string error;
     try {
-      std::string plain = client->codec().decode({job.queue, job.id, Field::payload}, job.payload);
+      std::string plain = client->codec().decode(codec_context(job, Field::payload), job.payload);
       boost::system::error_code ec;
       boost::json::value payload = boost::json::parse(plain, ec);
       if (ec) throw IntegrityError("job " + job.id.str() + ": stored payload is not valid JSON");
@@ -228,13 +229,14 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
       out.kind = Outcome::Kind::completed;
       // Encoded even when null, so that every completed job's result passes
       // through the codec (a sealed result cannot be blanked unnoticed).
-      out.result = client->codec().encode({job.queue, job.id, Field::result},
+      out.result = client->codec().encode(codec_context(job, Field::result),
                                           boost::json::serialize(result));
     } catch (const UnrecoverableError& e) {
       unrecoverable = true;
       error = e.what();
     } catch (const IntegrityError& e) {
       unrecoverable = true;  // retrying cannot make tampered data open
+      integrity = true;
       error = e.what();
     } catch (const std::exception& e) {
       error = e.what();
@@ -251,7 +253,20 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
       } else {
         out.kind = Outcome::Kind::dead;
       }
-      out.error = client->codec().encode({job.queue, job.id, Field::error}, error);
+      if (integrity)
+        core::log(core::LogLevel::warn, "worker",
+                  "moved to dead without retrying: " + error);
+      try {
+        out.error = client->codec().encode(codec_context(job, Field::error), error);
+      } catch (const std::exception& e) {
+        // The error cannot be sealed (no primary key any more, or the
+        // subject's data key was destroyed by a purge): record the outcome
+        // without it rather than leave the job active until its lease ends.
+        core::log(core::LogLevel::warn, "worker",
+                  "job " + job.id.str() + ": its error could not be sealed and is not stored: " +
+                      e.what());
+        out.error.clear();
+      }
     }
     r.finished = true;
     pending_outcomes.push_back(std::move(out));
@@ -461,7 +476,7 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
         o.kind = Outcome::Kind::retry;
         o.run_at_ms = now;
         o.now_ms = now;
-        o.error = client->codec().encode({r.job.queue, r.job.id, Field::error},
+        o.error = client->codec().encode(codec_context(r.job, Field::error),
                                          "released: the worker shut down before the job finished");
         release.push_back(std::move(o));
         r.lost = true;

@@ -86,6 +86,9 @@ struct Keyring::Impl {
   std::map<std::string, KeyState, std::less<>> states;                       // GUARDED_BY(mu)
   std::string primary;                                                        // GUARDED_BY(mu)
   std::shared_ptr<security::Key> index;                                       // GUARDED_BY(mu)
+  // Where reload() reads from: a file path or an environment variable name.
+  std::string source_file;  // GUARDED_BY(mu)
+  std::string source_env;   // GUARDED_BY(mu)
 
   // REQUIRES: mu held.
   void set_state_locked(const std::string& id, KeyState state) {
@@ -151,7 +154,7 @@ std::vector<KeyInfo> Keyring::list() const {
   std::lock_guard lock(impl_->mu);
   std::vector<KeyInfo> out;
   for (const auto& [id, key] : impl_->keys)
-    out.push_back({id, impl_->states.at(id), key->sealed.load()});
+    out.push_back({id, impl_->states.at(id), key->sealed.load(), key->created_ms});
   return out;
 }
 
@@ -210,9 +213,22 @@ std::shared_ptr<Keyring> Keyring::parse(std::string_view text, std::string_view 
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     auto fields = split_fields(line);
     if (fields.empty() || fields[0].front() == '#') continue;
-    if (fields.size() != 3)
-      throw fail(line_no, "expected `<id> <role> <base64 key>`, got " +
+    constexpr std::string_view kCreated = "created=";
+    if (fields.size() != 3 &&
+        !(fields.size() == 4 && fields[3].substr(0, kCreated.size()) == kCreated))
+      throw fail(line_no, "expected `<id> <role> <base64 key> [created=<ms>]`, got " +
                               std::to_string(fields.size()) + " fields");
+    std::int64_t created_ms = 0;
+    if (fields.size() == 4) {
+      std::string_view v = fields[3];
+      bool ok = v.substr(0, kCreated.size()) == kCreated && v.size() > kCreated.size() &&
+                v.size() <= kCreated.size() + 15;
+      for (std::size_t i = kCreated.size(); ok && i < v.size(); ++i) {
+        if (v[i] < '0' || v[i] > '9') ok = false;
+        created_ms = created_ms * 10 + (v[i] - '0');
+      }
+      if (!ok) throw fail(line_no, "the fourth field must be created=<ms since the epoch>");
+    }
     std::string id(fields[0]);
     if (!security::valid_key_id(id))
       throw fail(line_no, "key id must be 1..64 characters from [A-Za-z0-9._-]");
@@ -245,6 +261,10 @@ std::shared_ptr<Keyring> Keyring::parse(std::string_view text, std::string_view 
         throw fail(line_no, "unknown role (want primary, decrypt-only, disabled or index)");
       }
       ring->add(id, state, std::move(material));
+      if (created_ms != 0) {
+        std::lock_guard lock(ring->impl_->mu);  // not shared yet; for the annotations
+        ring->impl_->keys.at(id)->created_ms = created_ms;
+      }
     } catch (const KeyFileError&) {
       throw;
     } catch (const Error& e) {
@@ -313,6 +333,8 @@ std::shared_ptr<Keyring> Keyring::load_file(const std::filesystem::path& path,
   try {
     auto ring = parse(text, name, options);
     security::secure_wipe(text);
+    std::lock_guard lock(ring->impl_->mu);
+    ring->impl_->source_file = name;
     return ring;
   } catch (...) {
     security::secure_wipe(text);
@@ -325,7 +347,48 @@ std::shared_ptr<Keyring> Keyring::load_env(const char* variable, KeyringOptions 
   if (!value || !*value)
     throw KeyFileError(errc::not_found,
                        std::string("environment variable ") + variable + " is not set");
-  return parse(value, std::string("$") + variable, options);
+  auto ring = parse(value, std::string("$") + variable, options);
+  std::lock_guard lock(ring->impl_->mu);
+  ring->impl_->source_env = variable;
+  return ring;
+}
+
+std::filesystem::path Keyring::source_file() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->source_file;
+}
+
+void Keyring::reload() {
+  std::string file, env;
+  {
+    std::lock_guard lock(impl_->mu);
+    file = impl_->source_file;
+    env = impl_->source_env;
+  }
+  std::shared_ptr<Keyring> fresh;
+  if (!file.empty()) {
+    fresh = load_file(file, options_);
+  } else if (!env.empty()) {
+    fresh = load_env(env.c_str(), options_);
+  } else {
+    throw KeyFileError(errc::not_found,
+                       "this keyring was not loaded from a key file or variable; "
+                       "there is nothing to reload");
+  }
+  Impl& next = *fresh->impl_;  // private to this call: no other user
+  std::lock_guard lock(impl_->mu);
+  // A key whose id and bytes are unchanged keeps its entry, and with it its
+  // message counter and the seals in flight that hold it.
+  for (auto& [id, key] : next.keys) {
+    auto old = impl_->keys.find(id);
+    if (old != impl_->keys.end() &&
+        security::constant_time_equal(old->second->material.reveal(), key->material.reveal()))
+      key = old->second;
+  }
+  impl_->keys.swap(next.keys);
+  impl_->states.swap(next.states);
+  impl_->primary.swap(next.primary);
+  impl_->index.swap(next.index);
 }
 
 namespace security {

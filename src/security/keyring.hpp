@@ -24,6 +24,7 @@ struct Key {
   Secret material;  // kAes256KeyBytes
   std::atomic<std::uint64_t> sealed{0};
   std::atomic<bool> warned{false};
+  std::int64_t created_ms = 0;  // set before the key is shared; 0 if unknown
 };
 
 // Key ids: 1..64 characters from [A-Za-z0-9._-]: safe in the envelope, in

@@ -11,7 +11,58 @@ namespace asyncmq::security {
 namespace {
 
 constexpr std::string_view kSealDomain = "asyncmq.seal.v1";
+constexpr std::string_view kSealDomainV2 = "asyncmq.seal.v2";
 constexpr std::string_view kSubjectDomain = "asyncmq.subject.v1";
+constexpr std::string_view kWrapDomain = "asyncmq.subject-key.v1";
+
+// What both envelope versions bind: domain, field, queue length (4 bytes,
+// big-endian), queue, job id. `extra` is only reserved for.
+std::string job_context(std::string_view domain, const CodecContext& ctx, std::size_t extra) {
+  std::string aad;
+  aad.reserve(domain.size() + 1 + 4 + ctx.queue.size() + 16 + extra);
+  aad.append(domain);
+  aad.push_back(static_cast<char>(ctx.field));
+  const auto qlen = static_cast<std::uint32_t>(ctx.queue.size());
+  for (int shift = 24; shift >= 0; shift -= 8) aad.push_back(static_cast<char>(qlen >> shift));
+  aad.append(ctx.queue);
+  const auto& id = ctx.job.bytes();
+  aad.append(reinterpret_cast<const char*>(id.data()), id.size());
+  return aad;
+}
+
+// Version 2's associated data (layout in the header).
+std::string associated_data_v2(const CodecContext& ctx) {
+  std::string aad = job_context(kSealDomainV2, ctx, ctx.subject.size() + 1);
+  aad.append(ctx.subject);
+  aad.push_back(static_cast<char>(kSubjectEnvelopeVersion));
+  return aad;
+}
+
+// A version-1 envelope of `plain` under `key`; the associated data is
+// `aad_prefix` followed by the envelope's header.
+std::string seal_v1(const Key& key, std::string_view aad_prefix, std::string_view plain) {
+  assert(valid_key_id(key.id) && key.id.size() <= kMaxKeyIdBytes);
+  std::string out;
+  out.reserve(2 + key.id.size() + kGcmNonceBytes + plain.size() + kGcmTagBytes);
+  out.push_back(static_cast<char>(kEnvelopeVersion));
+  out.push_back(static_cast<char>(key.id.size()));
+  out.append(key.id);
+  const std::size_t header_len = out.size();
+  const std::string nonce = random_gcm_nonce();
+  out.append(nonce);
+  std::string aad(aad_prefix);
+  aad.append(out, 0, header_len);
+  GcmSealed sealed = aes256_gcm_seal(key.material.reveal(), nonce, aad, plain);
+  out.append(sealed.ciphertext);
+  out.append(sealed.tag);
+  return out;
+}
+
+std::string wrap_aad_prefix(std::string_view index) {
+  std::string p(kWrapDomain);
+  p.append(index);
+  return p;
+}
 
 // Every open failure ends here: one message shape, naming the job, the field
 // and (when readable) the key id; never the stored or plain bytes.
@@ -55,55 +106,191 @@ std::optional<EnvelopeView> parse_envelope(std::string_view stored) noexcept {
 }
 
 std::string associated_data(const CodecContext& ctx, std::string_view header) {
-  std::string aad;
-  aad.reserve(kSealDomain.size() + 1 + 4 + ctx.queue.size() + 16 + header.size());
-  aad.append(kSealDomain);
-  aad.push_back(static_cast<char>(ctx.field));
-  const auto qlen = static_cast<std::uint32_t>(ctx.queue.size());
-  for (int shift = 24; shift >= 0; shift -= 8) aad.push_back(static_cast<char>(qlen >> shift));
-  aad.append(ctx.queue);
-  const auto& id = ctx.job.bytes();
-  aad.append(reinterpret_cast<const char*>(id.data()), id.size());
+  std::string aad = job_context(kSealDomain, ctx, header.size());
   aad.append(header);
   return aad;
 }
 
-SealingCodec::SealingCodec(std::shared_ptr<Keyring> keys) : keys_(std::move(keys)) {
+SealingCodec::SealingCodec(std::shared_ptr<Keyring> keys,
+                           std::shared_ptr<SubjectKeyStore> subjects)
+    : keys_(std::move(keys)), subjects_(std::move(subjects)) {
   if (!keys_) throw InvalidArgument("the sealing codec needs a keyring");
 }
 
 std::string SealingCodec::encode(const CodecContext& ctx, std::string_view plain) {
+  if (subjects_ && !ctx.subject.empty()) {
+    Secret key = subject_key(ctx, /*create=*/true);
+    std::string out;
+    out.reserve(1 + kGcmNonceBytes + plain.size() + kGcmTagBytes);
+    out.push_back(static_cast<char>(kSubjectEnvelopeVersion));
+    const std::string nonce = random_gcm_nonce();
+    out.append(nonce);
+    GcmSealed sealed = aes256_gcm_seal(key.reveal(), nonce, associated_data_v2(ctx), plain);
+    out.append(sealed.ciphertext);
+    out.append(sealed.tag);
+    return out;
+  }
   std::shared_ptr<Key> key = KeyringAccess::take_primary_for_seal(*keys_);
-  assert(valid_key_id(key->id) && key->id.size() <= kMaxKeyIdBytes);
-  std::string out;
-  out.reserve(2 + key->id.size() + kGcmNonceBytes + plain.size() + kGcmTagBytes);
-  out.push_back(static_cast<char>(kEnvelopeVersion));
-  out.push_back(static_cast<char>(key->id.size()));
-  out.append(key->id);
-  const std::size_t header_len = out.size();
-  const std::string nonce = random_gcm_nonce();
-  out.append(nonce);
-  const std::string aad = associated_data(ctx, std::string_view(out).substr(0, header_len));
-  GcmSealed sealed = aes256_gcm_seal(key->material.reveal(), nonce, aad, plain);
-  out.append(sealed.ciphertext);
-  out.append(sealed.tag);
-  return out;
+  // associated_data() with an empty header is exactly the prefix.
+  return seal_v1(*key, associated_data(ctx, {}), plain);
 }
 
 std::string SealingCodec::decode(const CodecContext& ctx, std::string_view stored) {
+  if (!stored.empty() && static_cast<std::uint8_t>(stored[0]) == kSubjectEnvelopeVersion) {
+    if (ctx.subject.empty())
+      refuse(ctx, {}, "sealed under a data subject's key, but the job has no subject");
+    if (!subjects_)
+      refuse(ctx, {}, "sealed under a data subject's key, and no subject key store is configured");
+    if (stored.size() < 1 + kGcmNonceBytes + kGcmTagBytes)
+      refuse(ctx, {}, "not a sealed envelope (too short)");
+    Secret key = subject_key(ctx, /*create=*/false);
+    auto plain = aes256_gcm_open(
+        key.reveal(), stored.substr(1, kGcmNonceBytes), associated_data_v2(ctx),
+        stored.substr(1 + kGcmNonceBytes, stored.size() - 1 - kGcmNonceBytes - kGcmTagBytes),
+        stored.substr(stored.size() - kGcmTagBytes));
+    if (!plain)
+      refuse(ctx, {},
+             "authentication failed under the data subject's key (altered, or copied from "
+             "another job, queue, field or subject)");
+    return std::move(*plain);
+  }
   auto env = parse_envelope(stored);
   if (!env) refuse(ctx, {}, "not a sealed envelope (too short or malformed header)");
   if (env->version != kEnvelopeVersion)
     refuse(ctx, env->key_id, "unsupported envelope version " + std::to_string(env->version));
   if (!valid_key_id(env->key_id)) refuse(ctx, {}, "the envelope's key id is malformed");
   std::shared_ptr<const Key> key = KeyringAccess::key_for_open(*keys_, env->key_id);
-  if (!key) refuse(ctx, env->key_id, "the key is unknown or disabled");
+  if (!key) {
+    bool known = false;
+    for (const auto& k : keys_->list()) known = known || k.id == env->key_id;
+    refuse(ctx, env->key_id,
+           known ? "the key is unknown or disabled: it is disabled (retired) in the keyring"
+                 : "the key is unknown or disabled: the keyring has no key with this id");
+  }
   const std::string aad = associated_data(ctx, env->header);
   auto plain = aes256_gcm_open(key->material.reveal(), env->nonce, aad, env->ciphertext, env->tag);
   if (!plain)
     refuse(ctx, env->key_id,
            "authentication failed (altered, or copied from another job, queue or field)");
   return std::move(*plain);
+}
+
+Secret SealingCodec::subject_key(const CodecContext& ctx, bool create) {
+  if (!valid_blind_index(ctx.subject))
+    refuse(ctx, {}, "the job's stored subject is not a blind index");
+  std::optional<std::string> wrapped = subjects_->get(ctx.subject);
+  if (!wrapped) {
+    if (!create)
+      refuse(ctx, {}, "the data subject's key is gone (the subject was purged); "
+                      "its data can no longer be opened");
+    std::string fresh = random_bytes(kAes256KeyBytes);
+    std::string mine = wrap(ctx.subject, fresh);
+    std::string stored = subjects_->put_if_absent(ctx.subject, mine);
+    if (stored == mine) return Secret::take(fresh);
+    secure_wipe(fresh);  // another writer stored one first: use theirs
+    wrapped = std::move(stored);
+  }
+  std::string key_id, bytes;
+  if (!unwrap(ctx.subject, *wrapped, bytes, &key_id))
+    refuse(ctx, key_id,
+           "the data subject's key failed to open (its wrapping key is unknown or disabled, "
+           "or it was altered)");
+  return Secret::take(bytes);
+}
+
+std::string SealingCodec::wrap(std::string_view index, std::string_view key_bytes) {
+  std::shared_ptr<Key> key = KeyringAccess::take_primary_for_seal(*keys_);
+  return seal_v1(*key, wrap_aad_prefix(index), key_bytes);
+}
+
+bool SealingCodec::unwrap(std::string_view index, std::string_view wrapped, std::string& out,
+                          std::string* key_id) const {
+  auto env = parse_envelope(wrapped);
+  if (!env || env->version != kEnvelopeVersion || !valid_key_id(env->key_id)) return false;
+  if (key_id) *key_id = std::string(env->key_id);
+  std::shared_ptr<const Key> key = KeyringAccess::key_for_open(*keys_, env->key_id);
+  if (!key) return false;
+  std::string aad = wrap_aad_prefix(index);
+  aad.append(env->header);
+  // Into `out`, not an optional<string> return value: GCC 12 at -O2 reports
+  // a false -Warray-bounds on moving such an optional.
+  auto plain = aes256_gcm_open(key->material.reveal(), env->nonce, aad, env->ciphertext, env->tag);
+  if (!plain) return false;
+  out.swap(*plain);
+  if (out.size() != kAes256KeyBytes) {
+    secure_wipe(out);
+    out.clear();
+    return false;
+  }
+  return true;
+}
+
+bool SealingCodec::needs_reseal(const CodecContext& ctx, std::string_view stored) const {
+  if (stored.empty() || static_cast<std::uint8_t>(stored[0]) != kEnvelopeVersion) return false;
+  auto env = parse_envelope(stored);
+  if (!env) return false;
+  if (subjects_ && !ctx.subject.empty()) return true;
+  return env->key_id != keys_->primary_id();
+}
+
+SealingCodec::RewrapStats SealingCodec::rewrap_subject_keys() {
+  RewrapStats st;
+  if (!subjects_) return st;
+  for (const std::string& index : subjects_->list()) {
+    // A concurrent writer (another rewrap) may replace it between our read
+    // and our compare-and-set: read again, a few times.
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      std::optional<std::string> w = subjects_->get(index);
+      if (!w) break;  // destroyed meanwhile
+      const std::string primary = keys_->primary_id();
+      if (!primary.empty() && sealed_key_id(*w) == primary) {
+        ++st.current;
+        break;
+      }
+      std::string bytes;
+      if (!unwrap(index, *w, bytes, nullptr)) {
+        ++st.failed;
+        break;
+      }
+      std::string fresh = wrap(index, bytes);
+      secure_wipe(bytes);
+      if (subjects_->replace(index, *w, fresh)) {
+        ++st.rewrapped;
+        break;
+      }
+    }
+  }
+  return st;
+}
+
+std::vector<std::pair<std::string, std::string>> SealingCodec::subject_key_wrappers() {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (!subjects_) return out;
+  for (const std::string& index : subjects_->list()) {
+    std::optional<std::string> w = subjects_->get(index);
+    if (w) out.emplace_back(index, sealed_key_id(*w));
+  }
+  return out;
+}
+
+bool SealingCodec::destroy_subject_key(std::string_view index) {
+  if (!subjects_) return false;
+  if (!valid_blind_index(index)) throw InvalidArgument("not a blind index");
+  return subjects_->destroy(index);
+}
+
+std::string sealed_key_id(std::string_view stored) {
+  if (stored.empty() || static_cast<std::uint8_t>(stored[0]) != kEnvelopeVersion) return {};
+  auto env = parse_envelope(stored);
+  if (!env || !valid_key_id(env->key_id)) return {};
+  return std::string(env->key_id);
+}
+
+bool valid_blind_index(std::string_view index) noexcept {
+  if (index.size() != kBlindIndexChars) return false;
+  for (char c : index)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
 }
 
 std::string SealingCodec::encode_subject(std::string_view subject) {
@@ -126,6 +313,11 @@ namespace asyncmq {
 
 std::shared_ptr<Codec> make_sealing_codec(std::shared_ptr<Keyring> keys) {
   return std::make_shared<security::SealingCodec>(std::move(keys));
+}
+
+std::shared_ptr<Codec> make_sealing_codec(std::shared_ptr<Keyring> keys,
+                                          std::shared_ptr<SubjectKeyStore> subjects) {
+  return std::make_shared<security::SealingCodec>(std::move(keys), std::move(subjects));
 }
 
 }  // namespace asyncmq

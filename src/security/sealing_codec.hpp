@@ -37,6 +37,27 @@
 // jobs; without the index key the subject cannot be recovered or confirmed.
 // Rotating the index key changes every index (not supported yet).
 //
+// Envelope, version 2: a field of a job with a data subject, sealed under
+// that subject's own data key (crypto-shredding; see SubjectKeyStore):
+//
+//   offset  size  content
+//   0       1     version = 0x02
+//   1       12    nonce
+//   13      n     ciphertext
+//   13+n    16    GCM tag
+//
+// Associated data: "asyncmq.seal.v2", field, queue length and queue, job id
+// (as in version 1), then the subject's blind index (64 bytes) and the
+// version byte. There is no key id: the key is the one stored for the
+// job's subject, so a job whose subject was purged cannot be opened by
+// anyone, whatever keyring they hold.
+//
+// A subject's data key is stored wrapped: a version-1 envelope (key id of
+// the keyring key that wrapped it) of the 32 key bytes, with associated
+// data "asyncmq.subject-key.v1" || blind index || header. Rotation re-wraps
+// these under the new primary (rewrap_subject_keys); the jobs themselves
+// need no re-sealing.
+//
 // Thread safety: safe for concurrent use (the Codec contract).
 #pragma once
 
@@ -48,10 +69,17 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace asyncmq::security {
 
 inline constexpr std::uint8_t kEnvelopeVersion = 1;
+inline constexpr std::uint8_t kSubjectEnvelopeVersion = 2;
+inline constexpr std::size_t kBlindIndexChars = 64;
+
+// True for a blind index as encode_subject makes it: 64 lowercase hex.
+bool valid_blind_index(std::string_view index) noexcept;
 inline constexpr std::size_t kMaxKeyIdBytes = 64;
 
 // A parsed envelope; views into the stored bytes.
@@ -73,17 +101,57 @@ std::string associated_data(const CodecContext& ctx, std::string_view header);
 
 std::string_view field_name(Field f) noexcept;
 
+// Which keyring key a stored field depends on: the key id of a version-1
+// envelope; empty for a version-2 (subject) envelope, whose key is the
+// subject's (see subject_key_wrapped_by), or for bytes that are no envelope.
+std::string sealed_key_id(std::string_view stored);
+
 class SealingCodec final : public Codec {
  public:
-  // REQUIRES: keys != nullptr.
-  explicit SealingCodec(std::shared_ptr<Keyring> keys);
+  // REQUIRES: keys != nullptr. `subjects` may be null: then fields of jobs
+  // with a subject are sealed under the primary key like all others.
+  explicit SealingCodec(std::shared_ptr<Keyring> keys,
+                        std::shared_ptr<SubjectKeyStore> subjects = nullptr);
 
   std::string encode(const CodecContext& ctx, std::string_view plain) override;
   std::string decode(const CodecContext& ctx, std::string_view stored) override;
   std::string encode_subject(std::string_view subject) override;
 
+  // ---- rotation ----
+  // True if `stored` should be sealed again: a version-1 envelope under a
+  // key other than the current primary, or a version-1 envelope of a job
+  // with a subject while a subject key store is configured (it moves under
+  // the subject's key). Bytes that are no envelope are not "to reseal"
+  // (they cannot be opened; see decode).
+  bool needs_reseal(const CodecContext& ctx, std::string_view stored) const;
+  // Re-wraps every stored subject key that is not wrapped under the primary.
+  struct RewrapStats {
+    std::uint64_t rewrapped = 0;  // now under the primary
+    std::uint64_t current = 0;    // were already
+    std::uint64_t failed = 0;     // could not be opened (unknown or disabled key)
+  };
+  RewrapStats rewrap_subject_keys();
+  // The keyring key id each stored subject key is wrapped under, by index.
+  std::vector<std::pair<std::string, std::string>> subject_key_wrappers();
+  // Destroys the data key of a stored blind index. Returns whether it had one.
+  bool destroy_subject_key(std::string_view index);
+
+  SubjectKeyStore* subjects() const { return subjects_.get(); }
+  Keyring& keyring() const { return *keys_; }
+
  private:
+  // The unwrapped data key of `index`; made and stored if `create` and there
+  // is none. Throws IntegrityError (naming `ctx`) if it is missing or fails
+  // to open.
+  Secret subject_key(const CodecContext& ctx, bool create);
+  std::string wrap(std::string_view index, std::string_view key_bytes);
+  // The 32 key bytes of a wrapped subject key into `out`; false if it does
+  // not open. `key_id` (optional) receives the wrapping key's id.
+  bool unwrap(std::string_view index, std::string_view wrapped, std::string& out,
+              std::string* key_id) const;
+
   std::shared_ptr<Keyring> keys_;
+  std::shared_ptr<SubjectKeyStore> subjects_;
 };
 
 }  // namespace asyncmq::security

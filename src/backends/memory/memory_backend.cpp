@@ -254,6 +254,65 @@ class MemoryBackend final : public Backend {
 
   std::string describe() const override { return "memory://"; }
 
+  // ---- Data protection (issue 5) ----------------------------------------
+
+  boost::asio::awaitable<JobPage> scan(std::optional<JobId> after, std::size_t limit) override {
+    if (limit < 1 || limit > 1000)
+      throw InvalidArgument("scan limit " + std::to_string(limit) + " is outside [1, 1000]");
+    JobPage page;
+    std::lock_guard lock(mu_);
+    std::vector<const Job*> match;
+    for (const auto& [id, j] : jobs_)
+      if (!after || *after < id) match.push_back(&j);
+    auto by_id = [](const Job* a, const Job* b) { return a->id < b->id; };
+    std::size_t n = std::min(limit, match.size());
+    std::partial_sort(match.begin(), match.begin() + static_cast<std::ptrdiff_t>(n), match.end(),
+                      by_id);
+    for (std::size_t i = 0; i < n; ++i) page.jobs.push_back(*match[i]);
+    if (match.size() > n) page.next = page.jobs.back().id;
+    co_return page;
+  }
+
+  boost::asio::awaitable<std::vector<bool>> rewrite_sealed(
+      std::vector<SealedRewrite> rewrites) override {
+    std::vector<bool> ok(rewrites.size());
+    std::lock_guard lock(mu_);
+    for (std::size_t i = 0; i < rewrites.size(); ++i) {
+      auto& w = rewrites[i];
+      auto it = jobs_.find(w.id);
+      if (it == jobs_.end()) continue;
+      Job& j = it->second;
+      if (j.payload != w.expected_payload || j.result != w.expected_result ||
+          j.error != w.expected_error)
+        continue;
+      j.payload = std::move(w.payload);
+      j.result = std::move(w.result);
+      j.error = std::move(w.error);
+      ok[i] = true;
+    }
+    co_return ok;
+  }
+
+  boost::asio::awaitable<PurgeResult> purge_subject(std::string subject) override {
+    if (subject.empty()) throw InvalidArgument("purge needs a subject");
+    PurgeResult out;
+    std::lock_guard lock(mu_);
+    for (auto it = jobs_.begin(); it != jobs_.end();) {
+      Job& j = it->second;
+      if (j.options.subject != subject) {
+        ++it;
+        continue;
+      }
+      QueueData& q = queues_[j.queue];
+      unlink_locked(q, j);
+      active_.erase(j.id);
+      q.counts[static_cast<int>(j.state)]--;
+      it = jobs_.erase(it);
+      ++out.jobs;
+    }
+    co_return out;
+  }
+
  private:
   static void move_state(QueueData& q, Job& j, JobState to) {
     q.counts[static_cast<int>(j.state)]--;

@@ -608,7 +608,10 @@ class OpImpl final : public Op {
 
 class Lane {
  public:
-  Lane(std::unique_ptr<Db> db, bool writer) : db_(std::move(db)), writer_(writer) {
+  // A lane with `transactional` false runs each op on its own, outside any
+  // transaction (for statements SQLite refuses inside one: checkpoints).
+  Lane(std::unique_ptr<Db> db, bool writer, bool transactional = true)
+      : db_(std::move(db)), writer_(writer), transactional_(transactional) {
     thread_ = std::thread([this] { loop(); });
   }
   ~Lane() {
@@ -652,6 +655,10 @@ class Lane {
   // (skipped for a lone op: the transaction itself is its savepoint).
   void run_batch(std::vector<std::unique_ptr<Op>>& batch) {
     Db& db = *db_;
+    if (!transactional_) {
+      for (auto& op : batch) op->execute(db);
+      return;
+    }
     auto fail_all = [&](std::exception_ptr e) {
       for (auto& op : batch) op->fail(e);
     };
@@ -722,6 +729,7 @@ class Lane {
 
   std::unique_ptr<Db> db_;
   bool writer_;
+  bool transactional_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::unique_ptr<Op>> pending_;
@@ -1078,6 +1086,84 @@ void do_set_paused(Db& db, const std::string& queue, bool paused) {
 }
 
 // ---------------------------------------------------------------------------
+// Data protection (issue 5): the walk of key rotation, the compare-and-set
+// that re-seals, and erasure by subject.
+
+// Finds a subject's jobs without a table scan. Partial: jobs without a
+// subject (most of them) cost nothing on insert. Created on open if missing
+// (older stores of the same schema version get it then).
+constexpr const char* kSubjectIndex =
+    "CREATE INDEX IF NOT EXISTS jobs_subject ON jobs(subject) WHERE subject <> x''";
+
+JobPage do_scan(Db& db, const std::optional<JobId>& after, std::size_t limit) {
+  if (limit < 1 || limit > 1000)
+    throw InvalidArgument("scan limit " + std::to_string(limit) + " is outside [1, 1000]");
+  JobPage page;
+  Stmt s(db, "SELECT " ASYNCMQ_JOB_COLS " FROM jobs WHERE id > ?1 ORDER BY id LIMIT ?2");
+  if (after)
+    s.bind_id(1, *after);
+  else
+    s.bind_blob(1, std::string_view());  // the empty blob sorts before every id
+  s.bind(2, static_cast<std::int64_t>(limit) + 1);
+  while (s.step()) {
+    if (page.jobs.size() == limit) {
+      page.next = page.jobs.back().id;
+      break;
+    }
+    page.jobs.push_back(read_job(s));
+  }
+  return page;
+}
+
+std::vector<bool> do_rewrite_sealed(Db& db, const std::vector<SealedRewrite>& rewrites) {
+  std::vector<bool> ok(rewrites.size());
+  for (std::size_t i = 0; i < rewrites.size(); ++i) {
+    const SealedRewrite& w = rewrites[i];
+    Stmt s(db,
+           "UPDATE jobs SET payload = ?1, result = ?2, error = ?3 WHERE id = ?4 AND "
+           "payload = ?5 AND result = ?6 AND error = ?7");
+    s.bind_blob(1, w.payload)
+        .bind_blob(2, w.result)
+        .bind_blob(3, w.error)
+        .bind_id(4, w.id)
+        .bind_blob(5, w.expected_payload)
+        .bind_blob(6, w.expected_result)
+        .bind_blob(7, w.expected_error);
+    s.run();
+    ok[i] = sqlite3_changes(db.handle()) > 0;
+  }
+  return ok;
+}
+
+// Deletes with secure_delete on, so the freed cells and pages are zeroed in
+// this transaction's pages; the caller then checkpoints the WAL (which holds
+// the older page images) and truncates it.
+std::uint64_t do_purge_subject(Db& db, const std::string& subject) {
+  db.exec("PRAGMA secure_delete=ON");
+  struct Restore {
+    Db& db;
+    ~Restore() { sqlite3_exec(db.handle(), "PRAGMA secure_delete=FAST", nullptr, nullptr, nullptr); }
+  } restore{db};
+  std::vector<std::pair<std::string, JobState>> gone;
+  {
+    Stmt s(db, "SELECT queue, state FROM jobs WHERE subject = ?1 AND subject <> x''");
+    s.bind_blob(1, subject);
+    while (s.step()) gone.emplace_back(s.str(0), static_cast<JobState>(s.i64(1)));
+  }
+  if (gone.empty()) return 0;
+  Stmt d(db, "DELETE FROM jobs WHERE subject = ?1 AND subject <> x''");
+  d.bind_blob(1, subject).run();
+  for (const auto& [queue, state] : gone) db.count(queue, state, -1);
+  return gone.size();
+}
+
+// True if the WAL was checkpointed completely and truncated to zero bytes.
+bool do_checkpoint_truncate(Db& db) {
+  Stmt s(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+  return s.step() && s.i64(0) == 0;
+}
+
+// ---------------------------------------------------------------------------
 
 class SqliteBackend final : public Backend {
  public:
@@ -1088,8 +1174,15 @@ class SqliteBackend final : public Backend {
     configure(*wdb, o.sync_full);
     auto rdb = std::make_unique<Db>(o.path, o.busy_timeout_ms);
     configure(*rdb, o.sync_full);
+    wdb->exec(kSubjectIndex);
+    // FAST: deleted and overwritten cells are zeroed when their page is
+    // written anyway (no extra I/O), so old sealed bytes do not linger in
+    // live pages; a purge turns it fully on for its own deletions.
+    wdb->exec("PRAGMA secure_delete=FAST");
     writer_ = std::make_unique<Lane>(std::move(wdb), true);
     reader_ = std::make_unique<Lane>(std::move(rdb), false);
+    path_ = o.path;
+    busy_timeout_ms_ = o.busy_timeout_ms;
   }
 
   awaitable<void> enqueue(std::vector<Job> jobs) override {
@@ -1161,6 +1254,47 @@ class SqliteBackend final : public Backend {
   }
 
   std::string describe() const override { return display_; }
+
+  // ---- Data protection (issue 5) ----------------------------------------
+
+  awaitable<JobPage> scan(std::optional<JobId> after, std::size_t limit) override {
+    return run_on<JobPage>(*reader_, [after, limit](Db& db) { return do_scan(db, after, limit); });
+  }
+
+  awaitable<std::vector<bool>> rewrite_sealed(std::vector<SealedRewrite> rewrites) override {
+    return run_on<std::vector<bool>>(
+        *writer_, [w = std::move(rewrites)](Db& db) { return do_rewrite_sealed(db, w); });
+  }
+
+  awaitable<PurgeResult> purge_subject(std::string subject) override {
+    if (subject.empty()) throw InvalidArgument("purge needs a subject");
+    return purge_then_checkpoint(this, std::move(subject));
+  }
+
+ private:
+  // A coroutine with plain value parameters (see run_on about GCC 12). The
+  // checkpoint runs on its own connection, outside any transaction.
+  static awaitable<PurgeResult> purge_then_checkpoint(SqliteBackend* self, std::string subject) {
+    auto purge = [subject](Db& db) { return do_purge_subject(db, subject); };
+    PurgeResult out;
+    out.jobs = co_await run_on<std::uint64_t>(*self->writer_, std::move(purge));
+    auto checkpoint = [](Db& db) { return do_checkpoint_truncate(db); };
+    out.scrubbed = co_await run_on<bool>(self->maintenance_lane(), std::move(checkpoint));
+    co_return out;
+  }
+
+  Lane& maintenance_lane() {
+    std::lock_guard lock(maintenance_mu_);
+    if (!maintenance_)
+      maintenance_ = std::make_unique<Lane>(std::make_unique<Db>(path_, busy_timeout_ms_), false,
+                                            /*transactional=*/false);
+    return *maintenance_;
+  }
+
+  std::string path_;
+  int busy_timeout_ms_ = 0;
+  std::mutex maintenance_mu_;
+  std::unique_ptr<Lane> maintenance_;  // created by the first purge
 
  private:
   std::string display_;

@@ -1,0 +1,171 @@
+#include "security/reseal.hpp"
+
+#include "security/crypto.hpp"
+
+#include <asyncmq/error.hpp>
+
+#include <array>
+#include <set>
+
+namespace asyncmq::security {
+namespace {
+
+// Plain functions, not coroutines: GCC 12 miscompiles braced lists and
+// temporaries inside coroutine bodies, so the per-job work lives here.
+
+std::array<std::pair<const std::string*, Field>, 3> sealed_fields(const Job& job) {
+  return {{{&job.payload, Field::payload}, {&job.result, Field::result}, {&job.error, Field::error}}};
+}
+
+// The rewrite that moves `job` under the primary, or nullopt if it needs
+// none (counted as current) or a field fails to open (counted unopenable).
+std::optional<SealedRewrite> plan_job(SealingCodec& codec, const Job& job, ResealProgress& p) {
+  auto fields = sealed_fields(job);
+  bool needed = false;
+  for (const auto& [value, field] : fields)
+    needed = needed || codec.needs_reseal(codec_context(job, field), *value);
+  if (!needed) {
+    ++p.current;
+    return std::nullopt;
+  }
+  SealedRewrite w;
+  w.id = job.id;
+  w.expected_payload = job.payload;
+  w.expected_result = job.result;
+  w.expected_error = job.error;
+  std::array<std::string*, 3> out = {&w.payload, &w.result, &w.error};
+  for (std::size_t i = 0; i < fields.size(); ++i) {
+    const CodecContext ctx = codec_context(job, fields[i].second);
+    const std::string& stored = *fields[i].first;
+    if (!codec.needs_reseal(ctx, stored)) {
+      *out[i] = stored;
+      continue;
+    }
+    try {
+      std::string plain = codec.decode(ctx, stored);
+      *out[i] = codec.encode(ctx, plain);
+      secure_wipe(plain);
+    } catch (const IntegrityError&) {
+      ++p.unopenable;  // left as it is; `keys list` and retire still count it
+      return std::nullopt;
+    }
+  }
+  return w;
+}
+
+std::vector<SealedRewrite> plan_page(SealingCodec& codec, const JobPage& page, ResealProgress& p) {
+  std::vector<SealedRewrite> rewrites;
+  for (const Job& job : page.jobs) {
+    ++p.scanned;
+    if (auto w = plan_job(codec, job, p)) rewrites.push_back(std::move(*w));
+  }
+  return rewrites;
+}
+
+void count_page(const JobPage& page, KeyUsage& u) {
+  for (const Job& job : page.jobs) {
+    ++u.jobs;
+    std::set<std::string> keys;
+    bool subject = false, unsealed = false;
+    for (const auto& [value, field] : sealed_fields(job)) {
+      const std::string& f = *value;
+      if (f.empty()) continue;
+      std::string id = sealed_key_id(f);
+      if (!id.empty()) {
+        keys.insert(std::move(id));
+      } else if (static_cast<std::uint8_t>(f[0]) == kSubjectEnvelopeVersion) {
+        subject = true;
+      } else {
+        unsealed = true;
+      }
+    }
+    for (const auto& k : keys) ++u.jobs_by_key[k];
+    if (subject) ++u.subject_jobs;
+    if (unsealed) ++u.unsealed_jobs;
+  }
+}
+
+}  // namespace
+
+boost::asio::awaitable<ResealReport> reseal_all(Backend& backend, SealingCodec& codec,
+                                                ResealOptions options) {
+  if (options.batch < 1 || options.batch > 1000)
+    throw InvalidArgument("reseal batch must be in [1, 1000]");
+  if (codec.keyring().primary_id().empty())
+    throw InvalidArgument("the keyring has no primary key to re-seal under");
+  ResealReport report;
+  const int max_passes = std::max(1, options.max_passes);
+  for (int pass = 1; pass <= max_passes; ++pass) {
+    ResealProgress p;
+    p.pass = pass;
+    p.resealed = report.resealed;
+    std::optional<JobId> after;
+    std::uint64_t rewritten_this_pass = 0;
+    for (;;) {
+      JobPage page = co_await backend.scan(after, options.batch);
+      std::vector<SealedRewrite> rewrites = plan_page(codec, page, p);
+      if (!rewrites.empty()) {
+        std::vector<bool> applied = co_await backend.rewrite_sealed(std::move(rewrites));
+        for (bool a : applied) {
+          if (a) {
+            ++rewritten_this_pass;
+            ++report.resealed;
+          } else {
+            ++p.conflicts;
+          }
+        }
+      }
+      p.resealed = report.resealed;
+      if (options.progress) options.progress(p);
+      if (!page.next) break;
+      after = page.next;
+    }
+    report.passes = pass;
+    report.last = p;
+    if (rewritten_this_pass == 0 && p.conflicts == 0) {
+      report.complete = true;
+      break;
+    }
+  }
+  report.subject_keys = codec.rewrap_subject_keys();
+  co_return report;
+}
+
+boost::asio::awaitable<KeyUsage> key_usage(Backend& backend, SealingCodec& codec) {
+  KeyUsage u;
+  std::optional<JobId> after;
+  for (;;) {
+    JobPage page = co_await backend.scan(after, 1000);
+    count_page(page, u);
+    if (!page.next) break;
+    after = page.next;
+  }
+  for (const auto& [index, key_id] : codec.subject_key_wrappers()) ++u.subject_keys_by_key[key_id];
+  co_return u;
+}
+
+namespace {
+
+// Not a coroutine (see above); returns the blind index.
+std::string index_and_destroy(Codec& codec, std::string& subject, bool& destroyed) {
+  if (subject.empty()) throw InvalidArgument("the subject to erase is empty");
+  std::string index = codec.encode_subject(subject);
+  secure_wipe(subject);
+  if (auto* sealing = dynamic_cast<SealingCodec*>(&codec))
+    destroyed = sealing->destroy_subject_key(index);
+  return index;
+}
+
+}  // namespace
+
+boost::asio::awaitable<ErasureReport> erase_subject(Backend& backend, Codec& codec,
+                                                    std::string subject) {
+  ErasureReport r;
+  std::string index = index_and_destroy(codec, subject, r.key_destroyed);
+  PurgeResult p = co_await backend.purge_subject(std::move(index));
+  r.jobs = p.jobs;
+  r.scrubbed = p.scrubbed;
+  co_return r;
+}
+
+}  // namespace asyncmq::security
