@@ -17,6 +17,14 @@
 //                        NORMAL: the commit is in the WAL file before return).
 //   sqlite:///path.db?sync=full   also survives a power loss (fsync per commit).
 //
+// Errors a backend writes itself (a stall, a child that failed) start with
+// kSystemError ('\0') so that readers show them as they are instead of
+// passing them through the codec; codec output never starts with it.
+//
+// Events: every transition a backend makes is also recorded in its event
+// log, in the same transaction, so another process can follow them
+// (read_events). The log keeps at least the last kEventRetention events.
+//
 // Fencing: `claim` gives each active job a new lease token. `heartbeat` and
 // `finish` name the token, and a backend applies them only while the job is
 // still active under that token. A worker that lost its lease (it stalled,
@@ -45,6 +53,79 @@ namespace asyncmq {
 
 class Env;
 
+inline constexpr char kSystemError = '\0';
+inline constexpr std::int64_t kEventRetention = 100'000;
+
+// What a transition was, for subscribers (see read_events).
+enum class EventType : std::uint8_t {
+  waiting = 0,      // added (or promoted, retried by hand) and ready to run
+  delayed = 1,      // added with a delay
+  active = 2,       // claimed by a worker
+  progress = 3,     // the handler reported progress (detail: the JSON value)
+  completed = 4,
+  failed = 5,       // an attempt failed; it will be retried (detail: attempt number)
+  dead = 6,
+  expired = 7,      // TTL passed before it started
+  cancelled = 8,
+  stalled = 9,      // its worker's lease expired; requeued
+  deduplicated = 10,  // an add was answered with this existing job (detail: the refused id)
+  removed = 11,
+  waiting_children = 12,
+};
+inline constexpr int kEventTypeCount = 13;
+std::string_view to_string(EventType t);
+// Throws InvalidArgument listing the valid names.
+EventType parse_event_type(std::string_view name);
+
+struct Event {
+  std::int64_t seq = 0;  // increasing; pass the last one seen to read_events
+  std::int64_t time_ms = 0;
+  EventType type = EventType::waiting;
+  std::string queue;
+  JobId job;
+  std::string detail;  // never payload data
+};
+
+// What heartbeat found for one lease.
+enum class LeaseStatus : std::uint8_t {
+  lost = 0,              // not active under that token any more: stop, do not record
+  held = 1,              // extended
+  cancel_requested = 2,  // extended, and someone asked the job to stop (cancel)
+};
+
+// A queue's global rate limit: at most `max` jobs started in any window of
+// `interval_ms`, across every worker. A job counts from its claim until
+// `interval_ms` after it finishes, so completions, too, never exceed `max`
+// in any such window.
+struct RateLimit {
+  std::int64_t max = 0;  // 0: no limit
+  std::int64_t interval_ms = 1000;
+};
+
+// A repeatable: a job template fired on a schedule. Exactly one of `cron`
+// (with `time_zone`) and `every_ms` is set.
+struct Repeatable {
+  std::string queue;
+  std::string name;  // unique within the queue
+  std::string task;
+  std::string payload;  // encoded (codec: job id nil, Field::payload)
+  JobOptions options;
+  std::string cron;
+  std::string time_zone = "UTC";
+  std::int64_t every_ms = 0;
+  bool catch_up = false;  // after downtime fire once per missed tick, not once
+  bool paused = false;
+  std::int64_t next_fire_ms = 0;
+  std::int64_t last_fire_ms = 0;
+  std::int64_t created_ms = 0;
+};
+
+// One log line appended by a handler (encoded: Field::log).
+struct LogLine {
+  std::int64_t time_ms = 0;
+  std::string text;
+};
+
 // Note for callers on GCC 12: build request structs as named variables before
 // `co_await backend.claim(request)`; GCC 12 destroys an aggregate temporary
 // created inside a co_await expression twice.
@@ -62,6 +143,7 @@ struct Outcome {
     completed,  // success: `result` is stored, state completed
     retry,      // failed, will run again at `run_at_ms`: state failed
     dead,       // failed for good: state dead
+    cancelled,  // stopped on request (cancel): state cancelled
   };
   JobId id;
   std::uint64_t token = 0;  // the lease token from claim (fencing)
@@ -118,29 +200,40 @@ class Backend {
 
   // Stores `jobs` atomically: all or none. Each job arrives fully formed:
   // id, queue, task, options, encoded payload, created_ms, run_at_ms and
-  // state (waiting, or delayed when run_at_ms is in the future).
+  // state (waiting; delayed when run_at_ms is in the future;
+  // waiting_children for a flow parent, with `children` and
+  // `pending_children` set; a child's `parent` is in the same batch).
+  // Idempotency: a job whose options.idempotency_key matches a job of the
+  // same queue that exists (or finished less than its window ago), or an
+  // earlier job of the batch, is not stored; its slot in the result holds
+  // the existing job's id (and a `deduplicated` event is recorded). A flow
+  // job (parent or child) is never deduplicated.
+  // Returns, per input job, the id that now stands for it.
   // Durable on return. Concurrent enqueues may be grouped into one commit.
   // Throws Conflict (and stores nothing) if an id already exists.
-  virtual boost::asio::awaitable<void> enqueue(std::vector<Job> jobs) = 0;
+  virtual boost::asio::awaitable<std::vector<JobId>> enqueue(std::vector<Job> jobs) = 0;
 
   // Moves up to `max` claimable jobs of `queue` to active under new leases
   // and returns them, in claim order: priority ascending, then LIFO jobs
   // newest first, then FIFO jobs oldest first. First promotes the queue's
   // delayed and failed jobs whose run_at_ms <= now_ms. Returns nothing while
-  // the queue is paused. Each returned job has attempts_made incremented,
+  // the queue is paused, and no more than its rate limit allows. A job
+  // never started whose TTL has passed is moved to expired, not returned. Each returned job has attempts_made incremented,
   // started_ms = now_ms and a lease with a fresh token that expires at
   // now_ms + lease_ms. Atomic: two concurrent claims never return the same
   // job. Durable on return.
   virtual boost::asio::awaitable<std::vector<Job>> claim(const ClaimRequest& request) = 0;
 
   // Extends each lease to `expires_ms`. Returns, per item, whether it was
-  // extended (false: the job is no longer active under that token).
-  virtual boost::asio::awaitable<std::vector<bool>> heartbeat(std::vector<LeaseRef> leases,
-                                                              std::int64_t expires_ms) = 0;
+  // extended, and whether the job was asked to stop.
+  virtual boost::asio::awaitable<std::vector<LeaseStatus>> heartbeat(
+      std::vector<LeaseRef> leases, std::int64_t expires_ms) = 0;
 
   // Records outcomes. Returns, per item, whether it was applied (false: the
   // lease was lost; nothing was changed for that item). Applied items are
-  // one transaction. Durable on return.
+  // one transaction. Durable on return. A completed child counts down its
+  // parent's pending_children (the parent becomes waiting at zero); a child
+  // that ends dead or cancelled acts on its parent by its on_failure.
   virtual boost::asio::awaitable<std::vector<bool>> finish(std::vector<Outcome> outcomes) = 0;
 
   // Promotes delayed and failed jobs of every queue whose run_at_ms <= now_ms
@@ -161,8 +254,9 @@ class Backend {
   // Every queue that holds a job or has been paused, sorted.
   virtual boost::asio::awaitable<std::vector<std::string>> queues() = 0;
 
-  // Deletes the job. Throws NotFound, or Conflict while it is active (cancel
-  // it first).
+  // Deletes the job, its log lines and, for a flow parent, its children that
+  // have not finished (recursively). Throws NotFound, or Conflict while it
+  // (or one of those children) is active (cancel it first).
   virtual boost::asio::awaitable<void> remove(const JobId& id) = 0;
 
   // Moves a failed or dead job back to waiting now, with attempts_made and
@@ -172,6 +266,81 @@ class Backend {
   // A paused queue keeps accepting jobs but `claim` returns none.
   virtual boost::asio::awaitable<void> set_paused(std::string_view queue, bool paused) = 0;
   virtual boost::asio::awaitable<bool> is_paused(std::string_view queue) = 0;
+
+  // ----- Scheduling and flow features (issue 4) -----
+
+  // Moves jobs never started whose TTL passed (created_ms + ttl_ms <= now)
+  // from waiting or delayed to expired. Returns their ids.
+  virtual boost::asio::awaitable<std::vector<JobId>> expire_due(std::int64_t now_ms) = 0;
+
+  // Cancels a job: waiting, delayed, failed or waiting_children ones become
+  // cancelled at once (returns cancelled); an active one is flagged and its
+  // worker learns it at the next heartbeat (returns active). Throws NotFound,
+  // or Conflict for a job already completed, dead, expired or cancelled.
+  virtual boost::asio::awaitable<JobState> cancel(const JobId& id, std::int64_t now_ms) = 0;
+
+  // Stores a running job's progress (JSON text). False if the lease was lost.
+  virtual boost::asio::awaitable<bool> set_progress(LeaseRef lease, std::string progress,
+                                                    std::int64_t now_ms) = 0;
+  // Appends encoded log lines to a running job. False if the lease was lost.
+  virtual boost::asio::awaitable<bool> append_logs(LeaseRef lease,
+                                                   std::vector<LogLine> lines) = 0;
+  // The job's log lines, oldest first (at most `limit`, 1..10000).
+  virtual boost::asio::awaitable<std::vector<LogLine>> logs(const JobId& id,
+                                                            std::size_t limit) = 0;
+
+  // A flow parent's children (any state), in id order.
+  virtual boost::asio::awaitable<std::vector<Job>> children(const JobId& parent) = 0;
+
+  // Housekeeping; each call is one transaction.
+  // Removes up to `limit` (1..10000) jobs of `state` (not active) that
+  // finished (or, for unfinished states, were created) before `before_ms`,
+  // oldest first. Returns their ids.
+  virtual boost::asio::awaitable<std::vector<JobId>> clean(std::string_view queue, JobState state,
+                                                           std::int64_t before_ms,
+                                                           std::size_t limit) = 0;
+  // Removes every waiting and delayed job of the queue (not active, finished
+  // or flow jobs). Returns how many.
+  virtual boost::asio::awaitable<std::size_t> drain(std::string_view queue) = 0;
+  // Removes the queue and everything in it: jobs, logs, repeatables, its
+  // rate limit, pause flag. Throws Conflict while a job is active unless
+  // `force`. Returns how many jobs went.
+  virtual boost::asio::awaitable<std::size_t> obliterate(std::string_view queue, bool force) = 0;
+
+  // Global rate limit per queue; max = 0 removes it.
+  virtual boost::asio::awaitable<void> set_rate_limit(std::string_view queue, RateLimit limit) = 0;
+  virtual boost::asio::awaitable<RateLimit> rate_limit(std::string_view queue) = 0;
+  // When a claim on a limited queue may next succeed (ms), or 0 if it is
+  // not held back by its limit now.
+  virtual boost::asio::awaitable<std::int64_t> rate_limited_until(std::string_view queue,
+                                                                 std::int64_t now_ms) = 0;
+
+  // Repeatables. upsert replaces one of the same (queue, name).
+  virtual boost::asio::awaitable<void> upsert_repeatable(Repeatable r) = 0;
+  // Throws NotFound.
+  virtual boost::asio::awaitable<void> remove_repeatable(std::string_view queue,
+                                                         std::string_view name) = 0;
+  // Throws NotFound.
+  virtual boost::asio::awaitable<void> set_repeatable_paused(std::string_view queue,
+                                                             std::string_view name,
+                                                             bool paused) = 0;
+  // All repeatables of `queue` (every queue if empty), by queue then name.
+  virtual boost::asio::awaitable<std::vector<Repeatable>> repeatables(std::string_view queue) = 0;
+  // Fires one tick, exactly once however many schedulers try: if the
+  // repeatable still exists, is not paused and its next_fire_ms equals
+  // `expected_fire_ms`, sets next_fire_ms = `next_fire_ms`, last_fire_ms =
+  // `expected_fire_ms` and enqueues `job`, all in one transaction, and
+  // returns true. Otherwise changes nothing and returns false.
+  virtual boost::asio::awaitable<bool> fire_repeatable(std::string_view queue,
+                                                       std::string_view name,
+                                                       std::int64_t expected_fire_ms,
+                                                       std::int64_t next_fire_ms, Job job) = 0;
+
+  // Events with seq > `after_seq`, oldest first, at most `limit` (1..10000).
+  // `after_seq` < 0 asks for the newest `limit` events instead (oldest
+  // first), so a subscriber can start at the head.
+  virtual boost::asio::awaitable<std::vector<Event>> read_events(std::int64_t after_seq,
+                                                                 std::size_t limit) = 0;
 
   // The URI this backend was opened with, passwords masked.
   virtual std::string describe() const = 0;

@@ -64,6 +64,23 @@ void validate_name(std::string_view kind, std::string_view name);
 // position, never echoing the content.
 boost::json::value parse_payload(std::string_view text, const ClientOptions& options);
 
+// One job of a flow, in the flat form (Queue::add_flow takes a tree).
+// `ref` names the node within the flow; `parent` names its parent's ref
+// (empty for the one root). A parent runs once all its children completed;
+// what a child's failure does to it is the child's `on_failure`.
+struct FlowNode {
+  std::string ref;
+  std::string parent;
+  std::string queue;
+  std::string task;
+  boost::json::value payload;
+  JobOptions options;
+  ChildFailure on_failure = ChildFailure::fail_parent;
+};
+
+// Largest flow accepted in one call.
+inline constexpr std::size_t kMaxFlowJobs = 100'000;
+
 class Client {
  public:
   Client(std::shared_ptr<Backend> backend, Env& env, ClientOptions options = {});
@@ -83,10 +100,22 @@ class Client {
   boost::asio::awaitable<void> remove(const JobId& id);
   boost::asio::awaitable<void> retry(const JobId& id);
   boost::asio::awaitable<std::vector<std::string>> queues();
+  // Cancels a job (see Backend::cancel): returns cancelled, or active when
+  // the running handler has been asked to stop.
+  boost::asio::awaitable<JobState> cancel(const JobId& id);
+  // The job's log lines, decoded, oldest first.
+  boost::asio::awaitable<std::vector<LogLine>> logs(const JobId& id, std::size_t limit = 1000);
+
+  // Adds a flow: jobs in any queues, linked parent to child, all or none in
+  // one transaction. Returns the ids in the order of `nodes`. Throws
+  // InvalidArgument (nothing written) for bad names, payloads or options, a
+  // duplicate or unknown ref, no root or several, or a cycle, naming it.
+  boost::asio::awaitable<std::vector<JobId>> add_flow(std::vector<FlowNode> nodes);
 
   // Decodes the stored fields of `job` in place. Throws IntegrityError.
   // Fields redacted by the policy (kRedacted, with a principal attached)
   // are left as they are.
+  // Errors the backend wrote itself (kSystemError) are shown as they are.
   void decode(Job& job);
 
  private:

@@ -23,7 +23,7 @@ namespace asyncmq {
 
 // Which field of a job a value belongs to. Bound into sealed data so that a
 // value copied into another job or field fails to open.
-enum class Field : std::uint8_t { payload = 1, result = 2, error = 3 };
+enum class Field : std::uint8_t { payload = 1, result = 2, error = 3, log = 4 };
 
 struct CodecContext {
   std::string_view queue;

@@ -56,12 +56,17 @@ class JobId {
 // Where a job is in its life.
 //
 //   add ─► waiting ──claim──► active ──ok──► completed
-//      └─► delayed ─(due)─┘      │
-//                                ├─error, attempts left─► failed ─(backoff due)─► waiting
-//                                └─error, attempts spent─► dead ──retry──► waiting
+//      ├─► delayed ─(due)─┘      │
+//      └─► waiting-children      ├─error, attempts left─► failed ─(backoff due)─► waiting
+//          (a flow parent: waits │
+//          for its children)     └─error, attempts spent─► dead ──retry──► waiting
+//   waiting/delayed, never started, past its TTL ─► expired
+//   cancel: waiting/delayed/failed/waiting-children ─► cancelled at once;
+//           active ─► asked to stop; a handler that stops ─► cancelled
 //
 // `failed` means "an attempt failed; the job waits for its backoff and will
 // run again". `dead` is the dead-letter state: no more automatic attempts.
+// The numeric values are stored by backends: never renumber.
 enum class JobState : std::uint8_t {
   waiting = 0,
   delayed = 1,
@@ -69,12 +74,30 @@ enum class JobState : std::uint8_t {
   completed = 3,
   failed = 4,
   dead = 5,
+  expired = 6,
+  cancelled = 7,
+  waiting_children = 8,
 };
-inline constexpr int kJobStateCount = 6;
+inline constexpr int kJobStateCount = 9;
 
 std::string_view to_string(JobState s);
-// Throws InvalidArgument listing the valid names.
+// Throws InvalidArgument listing the valid names. Accepts "waiting-children"
+// and "waiting_children".
 JobState parse_job_state(std::string_view name);
+// Completed, dead, expired and cancelled: the job will not run again unless
+// retried by hand.
+inline bool is_final(JobState s) {
+  return s == JobState::completed || s == JobState::dead || s == JobState::expired ||
+         s == JobState::cancelled;
+}
+
+// What a flow parent does when one of its children ends without completing
+// (dead, expired or cancelled). Chosen per child.
+enum class ChildFailure : std::uint8_t {
+  fail_parent = 0,  // the parent goes to dead, naming the child
+  ignore = 1,       // counted as done: the parent runs when the others complete
+  wait = 2,         // the parent keeps waiting (until the child is retried and completes)
+};
 
 // How long to wait before the next attempt after a failure.
 struct Backoff {
@@ -115,8 +138,16 @@ struct JobOptions {
   std::int64_t timeout_ms = 0;
   // Take this job before the other waiting jobs of the same priority.
   bool lifo = false;
-  // Deduplication key (at most 256 bytes). Stored with the job.
+  // Deduplication key (at most 256 bytes), per queue: while a job with this
+  // key exists in the queue, adding another returns the existing job's id and
+  // stores nothing. See `idempotency_window_ms`.
   std::string idempotency_key;
+  // Keep deduplicating for this many ms after the job finished, even once it
+  // has been removed or cleaned. 0: only while the job exists.
+  std::int64_t idempotency_window_ms = 0;
+  // Time to live in ms, counted from creation: a job not started by then is
+  // never started; it becomes `expired`. 0 means none.
+  std::int64_t ttl_ms = 0;
   // The data subject this job is about, for erasure. Stored as given by the
   // codec seam (the security layer turns it into a blind index).
   std::string subject;
@@ -150,6 +181,16 @@ struct Job {
   std::int64_t started_ms = 0;      // last claim
   std::int64_t finished_ms = 0;     // completed or dead
   Lease lease;                      // meaningful while active
+  // Flows. A child names its parent (nil: none) and what a failure of this
+  // child does to it; a parent counts its children not yet done.
+  JobId parent;
+  ChildFailure on_failure = ChildFailure::fail_parent;
+  std::int32_t children = 0;          // children it was created with
+  std::int32_t pending_children = 0;  // of those, not yet done
+  // Progress reported by the handler: JSON text (a number 0-100, or any
+  // value), stored in the clear; empty if none.
+  std::string progress;
+  bool cancel_requested = false;      // cancel asked while active
 };
 
 }  // namespace asyncmq

@@ -18,14 +18,37 @@
 
 namespace asyncmq {
 
+// Where a TaskContext sends progress and log lines: the Worker implements
+// it. Calls may come from any thread.
+class TaskReporter {
+ public:
+  virtual ~TaskReporter() = default;
+  virtual void progress(std::string json) = 0;
+  virtual void log(std::string line) = 0;
+};
+
+// A flow child's outcome, as its parent's handler sees it.
+struct ChildResult {
+  JobId id;
+  std::string queue;
+  std::string task;
+  JobState state = JobState::completed;
+  boost::json::value result;  // null unless completed
+};
+
 // What a handler sees of its job.
-// Thread safety: a TaskContext belongs to one attempt; `cancelled()` may be
-// read from any thread.
+// Thread safety: a TaskContext belongs to one attempt; `cancelled()`,
+// `progress()` and `log()` may be called from any thread.
 // Lifetime: valid until the handler returns (or its coroutine completes).
 class TaskContext {
  public:
-  TaskContext(const Job& job, boost::json::value payload, Env& env)
-      : job_(job), payload_(std::move(payload)), env_(env) {}
+  TaskContext(const Job& job, boost::json::value payload, Env& env,
+              TaskReporter* reporter = nullptr, std::vector<ChildResult> children = {})
+      : job_(job),
+        payload_(std::move(payload)),
+        env_(env),
+        reporter_(reporter),
+        children_(std::move(children)) {}
 
   const Job& job() const { return job_; }
   const boost::json::value& payload() const { return payload_; }
@@ -35,13 +58,28 @@ class TaskContext {
   // True once the worker asks the handler to stop: the lease was lost, the
   // worker is shutting down past its deadline, or the attempt timed out.
   // Long handlers should check it between steps.
+  // It is also true once someone cancelled the job (`job cancel`); a handler
+  // that then fails (throws) ends the job as cancelled instead of retrying.
   bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
   void request_cancel() { cancelled_.store(true, std::memory_order_relaxed); }
+
+  // Reports progress: a number 0-100, or any JSON value (at most 4 KiB of
+  // text). Stored with the job and published as a `progress` event; the
+  // latest value wins. Throws InvalidArgument for a number outside 0-100.
+  void progress(const boost::json::value& value);
+  // Appends a line to the job's log (sealed like the payload; stored before
+  // the job's outcome is recorded). Lines over 8 KiB are cut.
+  void log(std::string_view line);
+
+  // For a flow parent: its children, in creation order, with their results.
+  const std::vector<ChildResult>& children() const { return children_; }
 
  private:
   const Job& job_;
   boost::json::value payload_;
   Env& env_;
+  TaskReporter* reporter_;
+  std::vector<ChildResult> children_;
   std::atomic<bool> cancelled_{false};
 };
 

@@ -47,7 +47,7 @@ struct WorkerOptions {
   // Idle polling: waits grow from min to max while no job is found.
   std::int64_t poll_min_ms = 2;
   std::int64_t poll_max_ms = 250;
-  // How often to promote due jobs and reclaim expired leases.
+  // How often to promote due jobs, expire TTLs and reclaim expired leases.
   std::int64_t maintenance_ms = 1'000;
   // A job whose lease expires more than this many times goes to dead.
   int max_stalls = 3;
@@ -68,6 +68,8 @@ struct WorkerStats {
   std::uint64_t dead = 0;       // jobs moved to dead
   std::uint64_t lease_lost = 0; // outcomes refused by fencing
   std::uint64_t reclaimed = 0;  // stalled jobs this worker returned to waiting
+  std::uint64_t cancelled = 0;  // jobs that stopped on a cancel request
+  std::uint64_t expired = 0;    // jobs this worker's maintenance found past their TTL
 };
 
 class Worker {

@@ -20,14 +20,14 @@ class ForwardingBackend : public Backend {
  public:
   explicit ForwardingBackend(std::shared_ptr<Backend> inner) : inner_(std::move(inner)) {}
 
-  boost::asio::awaitable<void> enqueue(std::vector<Job> jobs) override {
+  boost::asio::awaitable<std::vector<JobId>> enqueue(std::vector<Job> jobs) override {
     return inner_->enqueue(std::move(jobs));
   }
   boost::asio::awaitable<std::vector<Job>> claim(const ClaimRequest& request) override {
     return inner_->claim(request);
   }
-  boost::asio::awaitable<std::vector<bool>> heartbeat(std::vector<LeaseRef> leases,
-                                                      std::int64_t expires_ms) override {
+  boost::asio::awaitable<std::vector<LeaseStatus>> heartbeat(std::vector<LeaseRef> leases,
+                                                             std::int64_t expires_ms) override {
     return inner_->heartbeat(std::move(leases), expires_ms);
   }
   boost::asio::awaitable<std::vector<bool>> finish(std::vector<Outcome> outcomes) override {
@@ -59,6 +59,69 @@ class ForwardingBackend : public Backend {
   }
   boost::asio::awaitable<bool> is_paused(std::string_view queue) override {
     return inner_->is_paused(queue);
+  }
+  boost::asio::awaitable<std::vector<JobId>> expire_due(std::int64_t now_ms) override {
+    return inner_->expire_due(now_ms);
+  }
+  boost::asio::awaitable<JobState> cancel(const JobId& id, std::int64_t now_ms) override {
+    return inner_->cancel(id, now_ms);
+  }
+  boost::asio::awaitable<bool> set_progress(LeaseRef lease, std::string progress,
+                                            std::int64_t now_ms) override {
+    return inner_->set_progress(lease, std::move(progress), now_ms);
+  }
+  boost::asio::awaitable<bool> append_logs(LeaseRef lease, std::vector<LogLine> lines) override {
+    return inner_->append_logs(lease, std::move(lines));
+  }
+  boost::asio::awaitable<std::vector<LogLine>> logs(const JobId& id, std::size_t limit) override {
+    return inner_->logs(id, limit);
+  }
+  boost::asio::awaitable<std::vector<Job>> children(const JobId& parent) override {
+    return inner_->children(parent);
+  }
+  boost::asio::awaitable<std::vector<JobId>> clean(std::string_view queue, JobState state,
+                                                   std::int64_t before_ms,
+                                                   std::size_t limit) override {
+    return inner_->clean(queue, state, before_ms, limit);
+  }
+  boost::asio::awaitable<std::size_t> drain(std::string_view queue) override {
+    return inner_->drain(queue);
+  }
+  boost::asio::awaitable<std::size_t> obliterate(std::string_view queue, bool force) override {
+    return inner_->obliterate(queue, force);
+  }
+  boost::asio::awaitable<void> set_rate_limit(std::string_view queue, RateLimit limit) override {
+    return inner_->set_rate_limit(queue, limit);
+  }
+  boost::asio::awaitable<RateLimit> rate_limit(std::string_view queue) override {
+    return inner_->rate_limit(queue);
+  }
+  boost::asio::awaitable<std::int64_t> rate_limited_until(std::string_view queue,
+                                                         std::int64_t now_ms) override {
+    return inner_->rate_limited_until(queue, now_ms);
+  }
+  boost::asio::awaitable<void> upsert_repeatable(Repeatable r) override {
+    return inner_->upsert_repeatable(std::move(r));
+  }
+  boost::asio::awaitable<void> remove_repeatable(std::string_view queue,
+                                                 std::string_view name) override {
+    return inner_->remove_repeatable(queue, name);
+  }
+  boost::asio::awaitable<void> set_repeatable_paused(std::string_view queue, std::string_view name,
+                                                     bool paused) override {
+    return inner_->set_repeatable_paused(queue, name, paused);
+  }
+  boost::asio::awaitable<std::vector<Repeatable>> repeatables(std::string_view queue) override {
+    return inner_->repeatables(queue);
+  }
+  boost::asio::awaitable<bool> fire_repeatable(std::string_view queue, std::string_view name,
+                                               std::int64_t expected_fire_ms,
+                                               std::int64_t next_fire_ms, Job job) override {
+    return inner_->fire_repeatable(queue, name, expected_fire_ms, next_fire_ms, std::move(job));
+  }
+  boost::asio::awaitable<std::vector<Event>> read_events(std::int64_t after_seq,
+                                                         std::size_t limit) override {
+    return inner_->read_events(after_seq, limit);
   }
   std::string describe() const override { return inner_->describe(); }
 

@@ -10,8 +10,9 @@
 namespace asyncmq {
 namespace {
 
-constexpr std::string_view kStateNames[kJobStateCount] = {"waiting",   "delayed", "active",
-                                                          "completed", "failed",  "dead"};
+constexpr std::string_view kStateNames[kJobStateCount] = {
+    "waiting", "delayed", "active",  "completed",       "failed",
+    "dead",    "expired", "cancelled", "waiting-children"};
 
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -42,8 +43,11 @@ std::string_view to_string(JobState s) {
 JobState parse_job_state(std::string_view name) {
   for (int i = 0; i < kJobStateCount; ++i)
     if (kStateNames[i] == name) return static_cast<JobState>(i);
+  if (name == "waiting_children") return JobState::waiting_children;
+  std::string valid;
+  for (int i = 0; i < kJobStateCount; ++i) valid += (i ? ", " : "") + std::string(kStateNames[i]);
   throw InvalidArgument("unknown job state '" + std::string(name.substr(0, 32)) +
-                        "' (expected one of: waiting, delayed, active, completed, failed, dead)");
+                        "' (expected one of: " + valid + ")");
 }
 
 JobId JobId::generate(Env& env) {

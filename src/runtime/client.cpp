@@ -89,8 +89,24 @@ void Client::decode(Job& job) {
     job.payload = codec_->decode(codec_context(job, Field::payload), job.payload);
   if ((job.state == JobState::completed || !job.result.empty()) && !redacted(job.result))
     job.result = codec_->decode(codec_context(job, Field::result), job.result);
-  if (!job.error.empty() && !redacted(job.error))
-    job.error = codec_->decode(codec_context(job, Field::error), job.error);
+  if (!job.error.empty() && !redacted(job.error)) {
+    if (job.error[0] == kSystemError)
+      job.error.erase(0, 1);
+    else
+      job.error = codec_->decode(codec_context(job, Field::error), job.error);
+  }
+}
+
+boost::asio::awaitable<JobState> Client::cancel(const JobId& id) {
+  co_return co_await backend_->cancel(id, env_.now_ms());
+}
+
+boost::asio::awaitable<std::vector<LogLine>> Client::logs(const JobId& id, std::size_t limit) {
+  auto job = co_await backend_->get(id);
+  if (!job) throw NotFound("job " + id.str() + " not found");
+  auto lines = co_await backend_->logs(id, limit);
+  for (auto& l : lines) l.text = codec_->decode(codec_context(*job, Field::log), l.text);
+  co_return lines;
 }
 
 boost::asio::awaitable<std::optional<Job>> Client::get(const JobId& id) {

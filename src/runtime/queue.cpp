@@ -1,7 +1,11 @@
 #include <asyncmq/error.hpp>
 #include <asyncmq/queue.hpp>
 
+#include "runtime/make_job.hpp"
+
 #include <boost/json/serialize.hpp>
+
+#include <map>
 
 namespace asyncmq {
 
@@ -18,6 +22,11 @@ void validate_options(const JobOptions& o) {
     fail("backoff max delay is smaller than its delay");
   if (!(o.backoff.jitter >= 0.0 && o.backoff.jitter <= 1.0)) fail("backoff jitter is outside [0, 1]");
   if (o.timeout_ms < 0) fail("timeout must not be negative");
+  if (o.ttl_ms < 0) fail("ttl must not be negative");
+  if (o.ttl_ms > 10LL * 365 * 24 * 3600 * 1000) fail("ttl is over ten years");
+  if (o.idempotency_window_ms < 0) fail("idempotency window must not be negative");
+  if (o.idempotency_window_ms > 0 && o.idempotency_key.empty())
+    fail("an idempotency window needs an idempotency key");
   if (o.idempotency_key.size() > 256) fail("idempotency key is longer than 256 bytes");
   if (o.subject.size() > 256) fail("subject is longer than 256 bytes");
 }
@@ -28,11 +37,10 @@ Queue::Queue(std::shared_ptr<Client> client, std::string name)
   if (!client_) throw InvalidArgument("Queue needs a client");
 }
 
-Job Queue::make_job(std::string task, const boost::json::value& payload, const JobOptions& options,
-                    std::int64_t now_ms) {
+Job make_job(Client& c, const std::string& queue, std::string task,
+             const boost::json::value& payload, const JobOptions& options, std::int64_t now_ms) {
   validate_name("task", task);
   validate_options(options);
-  auto& c = *client_;
   std::string text = boost::json::serialize(payload);
   if (text.size() > c.options().max_payload_bytes) {
     throw InvalidArgument("payload is " + std::to_string(text.size()) +
@@ -42,7 +50,7 @@ Job Queue::make_job(std::string task, const boost::json::value& payload, const J
   }
   Job job;
   job.id = JobId::generate(c.env());
-  job.queue = name_;
+  job.queue = queue;
   job.task = std::move(task);
   job.options = options;
   if (!options.subject.empty()) job.options.subject = c.codec().encode_subject(options.subject);
@@ -53,13 +61,17 @@ Job Queue::make_job(std::string task, const boost::json::value& payload, const J
   return job;
 }
 
+Job Queue::make_job(std::string task, const boost::json::value& payload, const JobOptions& options,
+                    std::int64_t now_ms) {
+  return asyncmq::make_job(*client_, name_, std::move(task), payload, options, now_ms);
+}
+
 boost::asio::awaitable<JobId> Queue::add(std::string task, boost::json::value payload,
                                          JobOptions options) {
   std::vector<Job> batch;
   batch.push_back(make_job(std::move(task), payload, options, client_->env().now_ms()));
-  JobId id = batch.front().id;
-  co_await client_->backend().enqueue(std::move(batch));
-  co_return id;
+  auto ids = co_await client_->backend().enqueue(std::move(batch));
+  co_return ids.at(0);
 }
 
 boost::asio::awaitable<JobId> Queue::add_json(std::string task, std::string_view payload_json,
@@ -74,11 +86,8 @@ boost::asio::awaitable<std::vector<JobId>> Queue::add_bulk(std::vector<NewJob> j
   batch.reserve(jobs.size());
   ids.reserve(jobs.size());
   std::int64_t now = client_->env().now_ms();
-  for (auto& j : jobs) {
-    batch.push_back(make_job(std::move(j.task), j.payload, j.options, now));
-    ids.push_back(batch.back().id);
-  }
-  if (!batch.empty()) co_await client_->backend().enqueue(std::move(batch));
+  for (auto& j : jobs) batch.push_back(make_job(std::move(j.task), j.payload, j.options, now));
+  if (!batch.empty()) ids = co_await client_->backend().enqueue(std::move(batch));
   co_return ids;
 }
 
@@ -116,5 +125,45 @@ boost::asio::awaitable<void> Queue::retry(const JobId& id) {
 boost::asio::awaitable<void> Queue::pause() { co_await client_->backend().set_paused(name_, true); }
 boost::asio::awaitable<void> Queue::resume() { co_await client_->backend().set_paused(name_, false); }
 boost::asio::awaitable<bool> Queue::is_paused() { co_return co_await client_->backend().is_paused(name_); }
+
+boost::asio::awaitable<JobState> Queue::cancel(const JobId& id) {
+  auto job = co_await client_->backend().get(id);
+  if (!job || job->queue != name_) throw NotFound("job " + id.str() + " not found in queue " + name_);
+  co_return co_await client_->backend().cancel(id, client_->env().now_ms());
+}
+
+boost::asio::awaitable<std::vector<JobId>> Queue::clean(JobState state, std::int64_t older_than_ms,
+                                                        std::size_t limit, std::size_t batch) {
+  if (state == JobState::active)
+    throw InvalidArgument("active jobs cannot be cleaned; cancel them first");
+  if (older_than_ms < 0) throw InvalidArgument("clean: older-than must not be negative");
+  if (batch < 1 || batch > 10000) throw InvalidArgument("clean: batch size is outside [1, 10000]");
+  std::int64_t before = client_->env().now_ms() - older_than_ms;
+  std::vector<JobId> out;
+  for (;;) {
+    std::size_t want = limit == 0 ? batch : std::min(batch, limit - out.size());
+    if (want == 0) break;
+    auto ids = co_await client_->backend().clean(name_, state, before, want);
+    out.insert(out.end(), ids.begin(), ids.end());
+    if (ids.size() < want) break;
+  }
+  co_return out;
+}
+
+boost::asio::awaitable<std::size_t> Queue::drain() {
+  co_return co_await client_->backend().drain(name_);
+}
+
+boost::asio::awaitable<std::size_t> Queue::obliterate(bool force) {
+  co_return co_await client_->backend().obliterate(name_, force);
+}
+
+boost::asio::awaitable<void> Queue::set_rate_limit(RateLimit limit) {
+  co_await client_->backend().set_rate_limit(name_, limit);
+}
+
+boost::asio::awaitable<RateLimit> Queue::rate_limit() {
+  co_return co_await client_->backend().rate_limit(name_);
+}
 
 }  // namespace asyncmq

@@ -2,7 +2,27 @@
 #include <asyncmq/error.hpp>
 #include <asyncmq/task.hpp>
 
+#include <boost/json/serialize.hpp>
+
 namespace asyncmq {
+
+void TaskContext::progress(const boost::json::value& value) {
+  if (value.is_number()) {
+    double v = value.to_number<double>();
+    if (!(v >= 0 && v <= 100))
+      throw InvalidArgument("progress " + boost::json::serialize(value) + " is outside [0, 100]");
+  }
+  std::string text = boost::json::serialize(value);
+  if (text.size() > 4096)
+    throw InvalidArgument("progress is " + std::to_string(text.size()) +
+                          " bytes of JSON, over the limit of 4096");
+  if (reporter_) reporter_->progress(std::move(text));
+}
+
+void TaskContext::log(std::string_view line) {
+  if (line.size() > 8192) line = line.substr(0, 8192);
+  if (reporter_) reporter_->log(std::string(line));
+}
 
 TaskRegistry& TaskRegistry::add_task(Task task) {
   validate_name("task", task.name);

@@ -10,7 +10,11 @@
 //   claim loop   claims up to the free capacity, spawns one coroutine per job
 //   flusher      records finished jobs in batches: one backend call per batch
 //   heartbeat    extends the leases of running jobs; cancels those it lost
-//   maintenance  promotes due jobs, reclaims expired leases (stalled jobs)
+//   maintenance  promotes due jobs, expires TTLs, reclaims expired leases
+//                (stalled jobs)
+// A job cancelled while active learns it at the next heartbeat, through
+// TaskContext::cancelled(). A rate-limited queue is not polled: the claim
+// loop sleeps until the backend says a slot frees.
 // Batching is what makes this fast: while one finish() call is in flight,
 // outcomes pile up for the next, so a busy worker makes one round trip per
 // batch, not per job.
@@ -36,7 +40,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <mutex>
+#include <utility>
 #include <optional>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -121,11 +128,44 @@ class TimedOut : public std::runtime_error {
 }  // namespace
 
 struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
+  // Collects what a handler reports. Progress goes straight to the backend
+  // (posted to the worker's executor); log lines wait for the attempt to end
+  // and are stored before its outcome.
+  struct Reporter final : TaskReporter {
+    Reporter(Impl* impl, LeaseRef lease) : impl(impl), lease(lease) {}
+    void progress(std::string json) override {
+      std::shared_ptr<Impl> self = impl->shared_from_this();
+      boost::asio::any_io_executor ex;
+      {
+        std::lock_guard lock(self->executor_mu);
+        if (!self->executor) return;
+        ex = *self->executor;
+      }
+      LeaseRef l = lease;
+      boost::asio::co_spawn(ex, self->send_progress(self, l, std::move(json)),
+                            boost::asio::detached);
+    }
+    void log(std::string line) override {
+      std::lock_guard lock(mu);
+      lines.push_back(LogLine{impl->env().now_ms(), std::move(line)});
+    }
+    std::vector<LogLine> take() {
+      std::lock_guard lock(mu);
+      return std::exchange(lines, {});
+    }
+    Impl* impl;
+    LeaseRef lease;
+    std::mutex mu;
+    std::vector<LogLine> lines;
+  };
+
   struct Running {
     Job job;
     std::unique_ptr<TaskContext> ctx;
     bool lost = false;      // the backend refused a heartbeat: another worker owns it
     bool finished = false;  // outcome queued, waiting for the flusher
+    bool cancel_requested = false;  // someone cancelled the job
+    std::unique_ptr<Reporter> reporter;
   };
 
   Impl(std::shared_ptr<Client> c, std::shared_ptr<const TaskRegistry> t, WorkerOptions o)
@@ -140,6 +180,7 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
   std::optional<boost::asio::any_io_executor> executor;
   std::unordered_map<std::uint64_t, Running> running;  // by lease token
   std::vector<Outcome> pending_outcomes;
+  std::set<std::string> limited_queues;  // refreshed by maintenance
   int executing = 0;  // handlers running (the concurrency limit)
   bool stopping = false;
   bool flusher_done = false;
@@ -152,10 +193,40 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
   std::mutex executor_mu;  // guards `executor` for stop() from other threads
 
   std::atomic<std::uint64_t> claimed{0}, completed{0}, retried{0}, dead{0}, lease_lost{0},
-      reclaimed{0};
+      reclaimed{0}, cancelled{0}, expired{0};
 
   Env& env() { return client->env(); }
   Backend& backend() { return client->backend(); }
+
+  awaitable<void> send_progress(std::shared_ptr<Impl> self, LeaseRef lease, std::string json) {
+    try {
+      std::int64_t now = env().now_ms();
+      co_await backend().set_progress(lease, std::move(json), now);
+    } catch (const std::exception& e) {
+      core::log(core::LogLevel::warn, "worker", std::string("progress not stored: ") + e.what());
+    }
+  }
+
+  // A flow parent's children, decoded, for its TaskContext.
+  awaitable<std::vector<ChildResult>> load_children(const Job& job) {
+    std::vector<ChildResult> out;
+    auto kids = co_await backend().children(job.id);
+    for (auto& k : kids) {
+      ChildResult c;
+      c.id = k.id;
+      c.queue = k.queue;
+      c.task = k.task;
+      c.state = k.state;
+      if (k.state == JobState::completed) {
+        std::string text = client->codec().decode(codec_context(k, Field::result), k.result);
+        boost::system::error_code ec;
+        c.result = boost::json::parse(text, ec);
+        if (ec) throw IntegrityError("job " + k.id.str() + ": stored result is not valid JSON");
+      }
+      out.push_back(std::move(c));
+    }
+    co_return out;
+  }
 
   // --- running one job --------------------------------------------------
   // Asks a blocking handler to stop once `ms` have passed, unless cancelled
@@ -183,7 +254,12 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
       boost::system::error_code ec;
       boost::json::value payload = boost::json::parse(plain, ec);
       if (ec) throw IntegrityError("job " + job.id.str() + ": stored payload is not valid JSON");
-      r.ctx = std::make_unique<TaskContext>(r.job, std::move(payload), env());
+      std::vector<ChildResult> kids;
+      if (job.children > 0) kids = co_await load_children(job);
+      r.reporter = std::make_unique<Reporter>(this, LeaseRef{job.id, token});
+      r.ctx = std::make_unique<TaskContext>(r.job, std::move(payload), env(), r.reporter.get(),
+                                            std::move(kids));
+      if (r.cancel_requested) r.ctx->request_cancel();
       const Task* task = tasks->find(job.task);
       if (!task) throw InvalidArgument("no handler registered for task '" + job.task + "'",
                                        errc::unknown_task);
@@ -244,9 +320,25 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
     } catch (...) {
       error = "handler threw a non-standard exception";
     }
+    if (r.reporter) {
+      std::vector<LogLine> lines = r.reporter->take();
+      if (!lines.empty()) {
+        for (auto& l : lines) l.text = client->codec().encode(codec_context(job, Field::log), l.text);
+        try {
+          co_await backend().append_logs(LeaseRef{job.id, token}, std::move(lines));
+        } catch (const std::exception& e) {
+          core::log(core::LogLevel::warn, "worker",
+                    "log lines of job " + job.id.str() + " not stored: " + e.what());
+        }
+      }
+    }
     std::int64_t now = env().now_ms();
     out.now_ms = now;
-    if (!error.empty()) {
+    if (!error.empty() && r.cancel_requested) {
+      out.kind = Outcome::Kind::cancelled;
+      error = "cancelled on request: " + error;
+      out.error = client->codec().encode(codec_context(job, Field::error), error);
+    } else if (!error.empty()) {
       if (!unrecoverable && job.attempts_made < job.options.attempts) {
         out.kind = Outcome::Kind::retry;
         out.run_at_ms = now + job.options.backoff.delay_for(job.attempts_made, env());
@@ -312,7 +404,7 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
           ++claim_calls;
           for (auto& job : jobs) {
             std::uint64_t token = job.lease.token;
-            running.emplace(token, Running{std::move(job), nullptr});
+            running.emplace(token, Running{std::move(job), nullptr, false, false, false, nullptr});
             ++executing;
             boost::asio::co_spawn(ex, run_job(token, shared_from_this()), boost::asio::detached);
           }
@@ -324,6 +416,30 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
         idle_wait = options.poll_min_ms;
         // Let the jobs just spawned and the flusher run before claiming more.
         co_await boost::asio::post(ex, use_awaitable);
+        continue;
+      }
+      // Nothing claimed. If every queue is held back by its rate limit, sleep
+      // until the first one frees a slot instead of polling it.
+      std::int64_t now = env().now_ms();
+      std::int64_t until = 0;
+      try {
+        for (const auto& queue : options.queues) {
+          if (!limited_queues.count(queue)) {
+            until = 0;
+            break;
+          }
+          std::int64_t u = co_await backend().rate_limited_until(queue, now);
+          if (u == 0) {
+            until = 0;
+            break;
+          }
+          until = until == 0 ? u : std::min(until, u);
+        }
+      } catch (const std::exception&) {
+        until = 0;  // the claim's own error path logs store failures
+      }
+      if (until > now) {
+        co_await claim_wakeup.wait_for(env(), until - now);
       } else {
         co_await claim_wakeup.wait_for(env(), idle_wait);
         idle_wait = std::min(idle_wait * 2, options.poll_max_ms);
@@ -367,6 +483,8 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
           ++completed;
         } else if (o.kind == Outcome::Kind::retry) {
           ++retried;
+        } else if (o.kind == Outcome::Kind::cancelled) {
+          ++cancelled;
         } else {
           ++dead;
         }
@@ -389,9 +507,17 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
       try {
         auto ok = co_await backend().heartbeat(leases, env().now_ms() + options.lease_ms);
         for (std::size_t i = 0; i < leases.size(); ++i) {
-          if (ok[i]) continue;
+          if (ok[i] == LeaseStatus::held) continue;
           auto it = running.find(leases[i].token);
           if (it == running.end()) continue;
+          if (ok[i] == LeaseStatus::cancel_requested) {
+            if (!it->second.cancel_requested)
+              core::log(core::LogLevel::info, "worker",
+                        "job " + leases[i].id.str() + " was cancelled; asking its handler to stop");
+            it->second.cancel_requested = true;
+            if (it->second.ctx) it->second.ctx->request_cancel();
+            continue;
+          }
           it->second.lost = true;
           if (it->second.ctx) it->second.ctx->request_cancel();
           core::log(core::LogLevel::warn, "worker",
@@ -410,6 +536,14 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
       try {
         std::int64_t now = env().now_ms();
         co_await backend().promote_due(now);
+        std::set<std::string> limited;
+        for (const auto& queue : options.queues) {
+          RateLimit limit = co_await backend().rate_limit(queue);
+          if (limit.max > 0) limited.insert(queue);
+        }
+        limited_queues.swap(limited);
+        auto gone = co_await backend().expire_due(now);
+        expired += gone.size();
         auto r = co_await backend().reclaim_expired(now, options.max_stalls);
         reclaimed += r.requeued.size();
         if (!r.requeued.empty() || !r.dead.empty()) {
@@ -545,8 +679,16 @@ void Worker::stop() {
 
 WorkerStats Worker::stats() const {
   const Impl& i = *impl_;
-  return WorkerStats{i.claimed.load(),   i.completed.load(),  i.retried.load(),
-                     i.dead.load(),      i.lease_lost.load(), i.reclaimed.load()};
+  WorkerStats s;
+  s.claimed = i.claimed.load();
+  s.completed = i.completed.load();
+  s.retried = i.retried.load();
+  s.dead = i.dead.load();
+  s.lease_lost = i.lease_lost.load();
+  s.reclaimed = i.reclaimed.load();
+  s.cancelled = i.cancelled.load();
+  s.expired = i.expired.load();
+  return s;
 }
 
 const std::string& Worker::id() const { return impl_->options.id; }

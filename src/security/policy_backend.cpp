@@ -29,11 +29,11 @@ class PolicyBackend final : public core::ForwardingBackend {
                 std::shared_ptr<Policy> policy)
       : ForwardingBackend(std::move(inner)), who_(std::move(who)), policy_(std::move(policy)) {}
 
-  awaitable<void> enqueue(std::vector<Job> jobs) override {
+  awaitable<std::vector<JobId>> enqueue(std::vector<Job> jobs) override {
     std::set<std::string_view> queues;
     for (const auto& j : jobs) queues.insert(j.queue);
     for (auto q : queues) policy_->check(*who_, Action::add, q);
-    co_await inner().enqueue(std::move(jobs));
+    co_return co_await inner().enqueue(std::move(jobs));
   }
 
   awaitable<std::vector<Job>> claim(const ClaimRequest& request) override {
@@ -46,8 +46,8 @@ class PolicyBackend final : public core::ForwardingBackend {
     co_return jobs;
   }
 
-  awaitable<std::vector<bool>> heartbeat(std::vector<LeaseRef> leases,
-                                         std::int64_t expires_ms) override {
+  awaitable<std::vector<LeaseStatus>> heartbeat(std::vector<LeaseRef> leases,
+                                                std::int64_t expires_ms) override {
     std::vector<JobId> ids;
     ids.reserve(leases.size());
     for (const auto& l : leases) ids.push_back(l.id);
@@ -142,7 +142,146 @@ class PolicyBackend final : public core::ForwardingBackend {
     co_return co_await inner().is_paused(queue);
   }
 
+  // ----- issue 4's calls: each checked like its closest older one -----
+
+  awaitable<std::vector<JobId>> expire_due(std::int64_t now_ms) override {
+    check_anywhere(Action::claim);
+    co_return co_await inner().expire_due(now_ms);
+  }
+
+  awaitable<JobState> cancel(const JobId& id, std::int64_t now_ms) override {
+    std::string queue = co_await queue_of(id, true);
+    if (!queue.empty()) policy_->check(*who_, Action::cancel, queue);
+    co_return co_await inner().cancel(id, now_ms);
+  }
+
+  awaitable<bool> set_progress(LeaseRef lease, std::string progress,
+                               std::int64_t now_ms) override {
+    std::string queue = co_await queue_of(lease.id, false);
+    if (!queue.empty()) policy_->check(*who_, Action::heartbeat, queue);
+    co_return co_await inner().set_progress(lease, std::move(progress), now_ms);
+  }
+
+  awaitable<bool> append_logs(LeaseRef lease, std::vector<LogLine> lines) override {
+    std::string queue = co_await queue_of(lease.id, false);
+    if (!queue.empty()) policy_->check(*who_, Action::heartbeat, queue);
+    co_return co_await inner().append_logs(lease, std::move(lines));
+  }
+
+  awaitable<std::vector<LogLine>> logs(const JobId& id, std::size_t limit) override {
+    std::string queue = co_await queue_of(id, true);
+    if (!queue.empty()) policy_->check(*who_, Action::read, queue);
+    auto lines = co_await inner().logs(id, limit);
+    if (!queue.empty() && policy_->redacted(*who_, queue))
+      for (auto& l : lines) l.text = std::string(kRedacted);
+    co_return lines;
+  }
+
+  awaitable<std::vector<Job>> children(const JobId& parent) override {
+    // A worker running the parent reads its children's results.
+    std::string queue = co_await queue_of(parent, false);
+    if (!queue.empty() && !policy_->allowed(*who_, Action::claim, queue))
+      policy_->check(*who_, Action::read, queue);
+    auto kids = co_await inner().children(parent);
+    std::vector<Job> out;
+    for (auto& k : kids) {
+      if (!policy_->allowed(*who_, Action::read, k.queue) &&
+          !policy_->allowed(*who_, Action::claim, queue))
+        throw policy_->deny(*who_, Action::read, k.queue);
+      if (!policy_->allowed(*who_, Action::claim, queue) && policy_->redacted(*who_, k.queue))
+        redact(k);
+      out.push_back(std::move(k));
+    }
+    co_return out;
+  }
+
+  awaitable<std::vector<JobId>> clean(std::string_view queue, JobState state,
+                                      std::int64_t before_ms, std::size_t limit) override {
+    policy_->check(*who_, Action::clean, queue);
+    co_return co_await inner().clean(queue, state, before_ms, limit);
+  }
+
+  awaitable<std::size_t> drain(std::string_view queue) override {
+    policy_->check(*who_, Action::clean, queue);
+    co_return co_await inner().drain(queue);
+  }
+
+  awaitable<std::size_t> obliterate(std::string_view queue, bool force) override {
+    // Destroys a queue's history: an administrator's act.
+    policy_->check(*who_, Action::purge, queue);
+    co_return co_await inner().obliterate(queue, force);
+  }
+
+  awaitable<void> set_rate_limit(std::string_view queue, RateLimit limit) override {
+    policy_->check(*who_, Action::pause, queue);
+    co_await inner().set_rate_limit(queue, limit);
+  }
+
+  awaitable<RateLimit> rate_limit(std::string_view queue) override {
+    check_read_or_claim(queue);
+    co_return co_await inner().rate_limit(queue);
+  }
+
+  awaitable<std::int64_t> rate_limited_until(std::string_view queue, std::int64_t now_ms) override {
+    check_read_or_claim(queue);
+    co_return co_await inner().rate_limited_until(queue, now_ms);
+  }
+
+  awaitable<void> upsert_repeatable(Repeatable r) override {
+    // A schedule adds jobs for as long as it lives.
+    policy_->check(*who_, Action::add, r.queue);
+    co_await inner().upsert_repeatable(std::move(r));
+  }
+
+  awaitable<void> remove_repeatable(std::string_view queue, std::string_view name) override {
+    policy_->check(*who_, Action::remove, queue);
+    co_await inner().remove_repeatable(queue, name);
+  }
+
+  awaitable<void> set_repeatable_paused(std::string_view queue, std::string_view name,
+                                        bool paused) override {
+    policy_->check(*who_, paused ? Action::pause : Action::resume, queue);
+    co_await inner().set_repeatable_paused(queue, name, paused);
+  }
+
+  awaitable<std::vector<Repeatable>> repeatables(std::string_view queue) override {
+    if (!queue.empty()) check_read_or_claim(queue);
+    auto all = co_await inner().repeatables(queue);
+    std::vector<Repeatable> out;
+    for (auto& r : all) {
+      if (!policy_->allowed(*who_, Action::read, r.queue) &&
+          !policy_->allowed(*who_, Action::claim, r.queue))
+        continue;
+      if (policy_->redacted(*who_, r.queue)) r.payload = std::string(kRedacted);
+      out.push_back(std::move(r));
+    }
+    co_return out;
+  }
+
+  awaitable<bool> fire_repeatable(std::string_view queue, std::string_view name,
+                                  std::int64_t expected_fire_ms, std::int64_t next_fire_ms,
+                                  Job job) override {
+    policy_->check(*who_, Action::add, queue);
+    co_return co_await inner().fire_repeatable(queue, name, expected_fire_ms, next_fire_ms,
+                                               std::move(job));
+  }
+
+  awaitable<std::vector<Event>> read_events(std::int64_t after_seq, std::size_t limit) override {
+    // Events of queues this principal may not read are left out.
+    auto all = co_await inner().read_events(after_seq, limit);
+    std::vector<Event> out;
+    for (auto& e : all)
+      if (policy_->allowed(*who_, Action::read, e.queue)) out.push_back(std::move(e));
+    co_return out;
+  }
+
  private:
+  void check_read_or_claim(std::string_view queue) {
+    if (!policy_->allowed(*who_, Action::read, queue) &&
+        !policy_->allowed(*who_, Action::claim, queue))
+      throw policy_->deny(*who_, Action::read, queue);
+  }
+
   void check_anywhere(Action a) {
     if (!policy_->allowed_anywhere(*who_, a)) throw policy_->deny(*who_, a, "*");
   }

@@ -84,6 +84,7 @@ std::string_view field_name(Field f) noexcept {
     case Field::payload: return "payload";
     case Field::result: return "result";
     case Field::error: return "error";
+    case Field::log: return "log";
   }
   return "unknown field";
 }

@@ -170,7 +170,7 @@ TEST_P(BackendConformance, HeartbeatExtendsOnlyTheCurrentLease) {
   env().advance(800);
   auto ok = sync_wait(backend().heartbeat(
       {{j.id, j.lease.token}, {j.id, j.lease.token + 1}}, env().now_ms() + 1000));
-  EXPECT_EQ(ok, (std::vector<bool>{true, false}));
+  EXPECT_EQ(ok, (std::vector<LeaseStatus>{LeaseStatus::held, LeaseStatus::lost}));
   env().advance(800);  // past the first expiry, within the extended one
   auto r = sync_wait(backend().reclaim_expired(env().now_ms(), 3));
   EXPECT_TRUE(r.requeued.empty());
@@ -193,7 +193,7 @@ TEST_P(BackendConformance, ExpiredLeaseIsReclaimedAndTheOldTokenIsFenced) {
 
   // The first worker wakes up late: every write it tries is refused.
   EXPECT_EQ(sync_wait(backend().heartbeat({{id, first.lease.token}}, env().now_ms() + 1000)),
-            std::vector<bool>{false});
+            std::vector<LeaseStatus>{LeaseStatus::lost});
   EXPECT_EQ(finish({completed(first, "late")}), std::vector<bool>{false});
   EXPECT_EQ(sync_wait(backend().get(id))->state, JobState::active);
   EXPECT_EQ(finish({completed(second, "ok")}), std::vector<bool>{true});

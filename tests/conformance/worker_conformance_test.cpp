@@ -285,7 +285,10 @@ TEST_P(WorkerConformance, CoroutineHandlerPastItsTimeoutIsCancelledAndRetried) {
   start(worker, io, finished);
   std::int64_t t0 = env().now_ms();
   ASSERT_TRUE(run_until(io, env(), [&] { return state_of(id) == JobState::dead; }));
-  EXPECT_LT(env().now_ms() - t0, 10'000);  // two attempts of ~1 s, not 100 s each
+  // Two attempts of ~1 s, not 100 s each. (Fake time: it also jumps to the
+  // heartbeat and maintenance timers while a loaded machine's SQLite thread
+  // is slow, so the bound leaves room for that.)
+  EXPECT_LT(env().now_ms() - t0, 60'000);
   worker.stop();
   ASSERT_TRUE(run_until(io, env(), [&] { return finished; }));
   auto job = sync_wait(client()->get(id));

@@ -1,9 +1,11 @@
 #include "backends/memory/memory_backend.hpp"
+#include "backends/validate.hpp"
 
 #include <asyncmq/env.hpp>
 #include <asyncmq/error.hpp>
 
 #include <algorithm>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <set>
@@ -35,32 +37,26 @@ struct QueueData {
   std::multimap<std::int64_t, JobId> timed;  // delayed and failed, by run_at
   StateCounts counts{};
   bool paused = false;
+  RateLimit limit;
+  std::deque<std::int64_t> finished_log;  // finish times inside the limit's window
 };
+
+struct IdemEntry {
+  JobId job;
+  std::int64_t until_ms = 0;  // 0: for as long as the job exists
+};
+
+std::int64_t ttl_deadline(const Job& j) {
+  return j.options.ttl_ms > 0 && j.attempts_made == 0 ? j.created_ms + j.options.ttl_ms : 0;
+}
 
 class MemoryBackend final : public Backend {
  public:
   explicit MemoryBackend(Env& env) : env_(env), next_token_(env.random_u64() | 1) {}
 
-  boost::asio::awaitable<void> enqueue(std::vector<Job> jobs) override {
+  boost::asio::awaitable<std::vector<JobId>> enqueue(std::vector<Job> jobs) override {
     std::lock_guard lock(mu_);
-    // Validate the whole batch first: all or nothing.
-    std::unordered_set<JobId, IdHash> seen;
-    for (const auto& j : jobs) {
-      if (jobs_.count(j.id) || !seen.insert(j.id).second)
-        throw Conflict("job id " + j.id.str() + " already exists");
-    }
-    for (auto& j : jobs) {
-      Job& stored = jobs_.emplace(j.id, std::move(j)).first->second;
-      auto& q = queues_[stored.queue];
-      if (stored.state == JobState::delayed || stored.state == JobState::failed) {
-        q.timed.emplace(stored.run_at_ms, stored.id);
-      } else {
-        stored.state = JobState::waiting;
-        q.waiting.emplace(stored.options.priority, ord_of(stored), stored.id);
-      }
-      q.counts[static_cast<int>(stored.state)]++;
-    }
-    co_return;
+    co_return enqueue_locked(std::move(jobs));
   }
 
   boost::asio::awaitable<std::vector<Job>> claim(const ClaimRequest& r) override {
@@ -71,29 +67,35 @@ class MemoryBackend final : public Backend {
     QueueData& q = it->second;
     promote_locked(q, r.now_ms);
     if (q.paused) co_return out;
-    out.reserve(std::min(r.max, q.waiting.size()));
-    while (out.size() < r.max && !q.waiting.empty()) {
+    std::size_t max = std::min(r.max, allowance_locked(q, r.now_ms));
+    out.reserve(std::min(max, q.waiting.size()));
+    while (out.size() < max && !q.waiting.empty()) {
       auto node = q.waiting.extract(q.waiting.begin());
       Job& j = jobs_.at(std::get<2>(node.value()));
+      if (std::int64_t d = ttl_deadline(j); d > 0 && d <= r.now_ms) {
+        expire_locked(q, j, r.now_ms);
+        continue;
+      }
       move_state(q, j, JobState::active);
       j.attempts_made++;
       j.started_ms = r.now_ms;
       j.lease = Lease{next_token_++, r.worker_id, r.now_ms + r.lease_ms};
       active_.insert(j.id);
+      emit(EventType::active, j, r.now_ms);
       out.push_back(j);
     }
     co_return out;
   }
 
-  boost::asio::awaitable<std::vector<bool>> heartbeat(std::vector<LeaseRef> leases,
-                                                      std::int64_t expires_ms) override {
-    std::vector<bool> ok(leases.size());
+  boost::asio::awaitable<std::vector<LeaseStatus>> heartbeat(std::vector<LeaseRef> leases,
+                                                             std::int64_t expires_ms) override {
+    std::vector<LeaseStatus> ok(leases.size(), LeaseStatus::lost);
     std::lock_guard lock(mu_);
     for (std::size_t i = 0; i < leases.size(); ++i) {
       Job* j = active_job_locked(leases[i]);
       if (j) {
         j->lease.expires_ms = expires_ms;
-        ok[i] = true;
+        ok[i] = j->cancel_requested ? LeaseStatus::cancel_requested : LeaseStatus::held;
       }
     }
     co_return ok;
@@ -110,23 +112,33 @@ class MemoryBackend final : public Backend {
       QueueData& q = queues_[j->queue];
       active_.erase(j->id);
       j->lease = {};
+      j->cancel_requested = false;
+      if (q.limit.max > 0) q.finished_log.push_back(o.now_ms);
       switch (o.kind) {
         case Outcome::Kind::completed:
           j->result = std::move(o.result);
           j->finished_ms = o.now_ms;
           move_state(q, *j, JobState::completed);
+          emit(EventType::completed, *j, o.now_ms);
+          child_ended_locked(*j, true, o.now_ms);
           break;
         case Outcome::Kind::retry:
           j->error = std::move(o.error);
           j->run_at_ms = o.run_at_ms;
           move_state(q, *j, JobState::failed);
           q.timed.emplace(j->run_at_ms, j->id);
+          emit(EventType::failed, *j, o.now_ms, std::to_string(j->attempts_made));
           break;
         case Outcome::Kind::dead:
+        case Outcome::Kind::cancelled: {
+          bool dead = o.kind == Outcome::Kind::dead;
           j->error = std::move(o.error);
           j->finished_ms = o.now_ms;
-          move_state(q, *j, JobState::dead);
+          move_state(q, *j, dead ? JobState::dead : JobState::cancelled);
+          emit(dead ? EventType::dead : EventType::cancelled, *j, o.now_ms);
+          child_ended_locked(*j, false, o.now_ms);
           break;
+        }
       }
     }
     co_return ok;
@@ -153,15 +165,21 @@ class MemoryBackend final : public Backend {
       QueueData& q = queues_[j.queue];
       active_.erase(id);
       j.lease = {};
+      j.cancel_requested = false;
       j.stalls++;
+      if (q.limit.max > 0) q.finished_log.push_back(now_ms);
       if (j.stalls > max_stalls) {
-        j.error = "stalled: lease expired " + std::to_string(j.stalls) + " times";
+        j.error = std::string(1, kSystemError) + "stalled: lease expired " +
+                  std::to_string(j.stalls) + " times";
         j.finished_ms = now_ms;
         move_state(q, j, JobState::dead);
+        emit(EventType::dead, j, now_ms);
+        child_ended_locked(j, false, now_ms);
         out.dead.push_back(id);
       } else {
         move_state(q, j, JobState::waiting);
         q.waiting.emplace(j.options.priority, ord_of(j), j.id);
+        emit(EventType::stalled, j, now_ms);
         out.requeued.push_back(id);
       }
     }
@@ -211,13 +229,19 @@ class MemoryBackend final : public Backend {
     std::lock_guard lock(mu_);
     auto it = jobs_.find(id);
     if (it == jobs_.end()) throw NotFound("job " + id.str() + " not found");
-    Job& j = it->second;
-    if (j.state == JobState::active)
-      throw Conflict("job " + id.str() + " is active; it can be removed once it finishes");
-    QueueData& q = queues_[j.queue];
-    unlink_locked(q, j);
-    q.counts[static_cast<int>(j.state)]--;
-    jobs_.erase(it);
+    // The job and its unfinished descendants; refuse if any is active.
+    std::vector<JobId> doomed{id};
+    for (std::size_t i = 0; i < doomed.size(); ++i) {
+      const Job& j = jobs_.at(doomed[i]);
+      if (j.state == JobState::active)
+        throw Conflict("job " + j.id.str() + " is active; it can be removed once it finishes");
+      if (auto c = children_.find(j.id); c != children_.end())
+        for (const JobId& child : c->second)
+          if (auto cj = jobs_.find(child); cj != jobs_.end() && !is_final(cj->second.state))
+            doomed.push_back(child);
+    }
+    std::int64_t now = env_.now_ms();
+    for (const JobId& d : doomed) erase_locked(d, now);
     co_return;
   }
 
@@ -226,17 +250,20 @@ class MemoryBackend final : public Backend {
     auto it = jobs_.find(id);
     if (it == jobs_.end()) throw NotFound("job " + id.str() + " not found");
     Job& j = it->second;
-    if (j.state != JobState::failed && j.state != JobState::dead)
+    if (j.state != JobState::failed && j.state != JobState::dead &&
+        j.state != JobState::expired && j.state != JobState::cancelled)
       throw Conflict("job " + id.str() + " is " + std::string(to_string(j.state)) +
-                     "; only failed or dead jobs can be retried");
+                     "; only failed, dead, expired or cancelled jobs can be retried");
     QueueData& q = queues_[j.queue];
     unlink_locked(q, j);
     j.attempts_made = 0;
     j.stalls = 0;
     j.run_at_ms = now_ms;
     j.finished_ms = 0;
+    j.options.ttl_ms = 0;  // retried by hand: the TTL has done its job
     move_state(q, j, JobState::waiting);
     q.waiting.emplace(j.options.priority, ord_of(j), j.id);
+    emit(EventType::waiting, j, now_ms);
     co_return;
   }
 
@@ -250,6 +277,240 @@ class MemoryBackend final : public Backend {
     std::lock_guard lock(mu_);
     auto it = queues_.find(std::string(queue));
     co_return it != queues_.end() && it->second.paused;
+  }
+
+  // ----- issue 4 -----
+
+  boost::asio::awaitable<std::vector<JobId>> expire_due(std::int64_t now_ms) override {
+    std::lock_guard lock(mu_);
+    std::vector<JobId> due;
+    for (auto& [id, j] : jobs_) {
+      if (j.state != JobState::waiting && j.state != JobState::delayed) continue;
+      if (std::int64_t d = ttl_deadline(j); d > 0 && d <= now_ms) due.push_back(id);
+    }
+    std::sort(due.begin(), due.end());
+    for (const JobId& id : due) {
+      Job& j = jobs_.at(id);
+      QueueData& q = queues_[j.queue];
+      unlink_locked(q, j);
+      expire_locked(q, j, now_ms);
+    }
+    co_return due;
+  }
+
+  boost::asio::awaitable<JobState> cancel(const JobId& id, std::int64_t now_ms) override {
+    std::lock_guard lock(mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) throw NotFound("job " + id.str() + " not found");
+    Job& j = it->second;
+    if (is_final(j.state))
+      throw Conflict("job " + id.str() + " is already " + std::string(to_string(j.state)));
+    if (j.state == JobState::active) {
+      j.cancel_requested = true;
+      co_return JobState::active;
+    }
+    QueueData& q = queues_[j.queue];
+    unlink_locked(q, j);
+    j.finished_ms = now_ms;
+    move_state(q, j, JobState::cancelled);
+    emit(EventType::cancelled, j, now_ms);
+    child_ended_locked(j, false, now_ms);
+    co_return JobState::cancelled;
+  }
+
+  boost::asio::awaitable<bool> set_progress(LeaseRef lease, std::string progress,
+                                            std::int64_t now_ms) override {
+    std::lock_guard lock(mu_);
+    Job* j = active_job_locked(lease);
+    if (!j) co_return false;
+    j->progress = std::move(progress);
+    emit(EventType::progress, *j, now_ms, j->progress);
+    co_return true;
+  }
+
+  boost::asio::awaitable<bool> append_logs(LeaseRef lease, std::vector<LogLine> lines) override {
+    std::lock_guard lock(mu_);
+    Job* j = active_job_locked(lease);
+    if (!j) co_return false;
+    auto& v = logs_[j->id];
+    for (auto& l : lines) v.push_back(std::move(l));
+    co_return true;
+  }
+
+  boost::asio::awaitable<std::vector<LogLine>> logs(const JobId& id, std::size_t limit) override {
+    check_limit("log limit", limit, 10000);
+    std::lock_guard lock(mu_);
+    std::vector<LogLine> out;
+    if (auto it = logs_.find(id); it != logs_.end())
+      out.assign(it->second.begin(),
+                 it->second.begin() + static_cast<std::ptrdiff_t>(std::min(limit, it->second.size())));
+    co_return out;
+  }
+
+  boost::asio::awaitable<std::vector<Job>> children(const JobId& parent) override {
+    std::lock_guard lock(mu_);
+    std::vector<Job> out;
+    if (auto it = children_.find(parent); it != children_.end())
+      for (const JobId& c : it->second)
+        if (auto cj = jobs_.find(c); cj != jobs_.end()) out.push_back(cj->second);
+    std::sort(out.begin(), out.end(), [](const Job& a, const Job& b) { return a.id < b.id; });
+    co_return out;
+  }
+
+  boost::asio::awaitable<std::vector<JobId>> clean(std::string_view queue, JobState state,
+                                                   std::int64_t before_ms,
+                                                   std::size_t limit) override {
+    check_limit("clean limit", limit, 10000);
+    if (state == JobState::active)
+      throw InvalidArgument("active jobs cannot be cleaned; cancel them first");
+    std::lock_guard lock(mu_);
+    std::vector<std::pair<std::int64_t, JobId>> match;
+    for (const auto& [id, j] : jobs_) {
+      if (j.queue != queue || j.state != state) continue;
+      std::int64_t at = is_final(state) ? j.finished_ms : j.created_ms;
+      if (at < before_ms) match.emplace_back(at, id);
+    }
+    std::sort(match.begin(), match.end());
+    if (match.size() > limit) match.resize(limit);
+    std::vector<JobId> out;
+    std::int64_t now = env_.now_ms();
+    for (const auto& [at, id] : match) {
+      erase_locked(id, now);
+      out.push_back(id);
+    }
+    co_return out;
+  }
+
+  boost::asio::awaitable<std::size_t> drain(std::string_view queue) override {
+    std::lock_guard lock(mu_);
+    std::vector<JobId> doomed;
+    for (const auto& [id, j] : jobs_)
+      if (j.queue == queue && (j.state == JobState::waiting || j.state == JobState::delayed) &&
+          j.parent.is_nil() && j.children == 0)
+        doomed.push_back(id);
+    std::int64_t now = env_.now_ms();
+    for (const JobId& id : doomed) erase_locked(id, now);
+    co_return doomed.size();
+  }
+
+  boost::asio::awaitable<std::size_t> obliterate(std::string_view queue, bool force) override {
+    std::lock_guard lock(mu_);
+    std::vector<JobId> doomed;
+    for (const auto& [id, j] : jobs_) {
+      if (j.queue != queue) continue;
+      if (j.state == JobState::active && !force)
+        throw Conflict("queue " + std::string(queue) +
+                       " has active jobs; stop its workers first or force");
+      doomed.push_back(id);
+    }
+    for (const JobId& id : doomed) {
+      Job& j = jobs_.at(id);
+      active_.erase(id);
+      if (auto c = children_.find(j.parent); c != children_.end()) std::erase(c->second, id);
+      children_.erase(id);
+      logs_.erase(id);
+      forget_key_locked(j, 0, true);
+      jobs_.erase(id);
+    }
+    queues_.erase(std::string(queue));
+    for (auto it = repeatables_.begin(); it != repeatables_.end();)
+      it = it->first.first == queue ? repeatables_.erase(it) : std::next(it);
+    co_return doomed.size();
+  }
+
+  boost::asio::awaitable<void> set_rate_limit(std::string_view queue, RateLimit limit) override {
+    validate_limit(limit);
+    std::lock_guard lock(mu_);
+    QueueData& q = queues_[std::string(queue)];
+    q.limit = limit;
+    if (limit.max == 0) q.finished_log.clear();
+    co_return;
+  }
+
+  boost::asio::awaitable<RateLimit> rate_limit(std::string_view queue) override {
+    std::lock_guard lock(mu_);
+    auto it = queues_.find(queue);
+    co_return it == queues_.end() ? RateLimit{} : it->second.limit;
+  }
+
+  boost::asio::awaitable<std::int64_t> rate_limited_until(std::string_view queue,
+                                                         std::int64_t now_ms) override {
+    std::lock_guard lock(mu_);
+    auto it = queues_.find(queue);
+    if (it == queues_.end() || it->second.limit.max == 0) co_return 0;
+    QueueData& q = it->second;
+    if (allowance_locked(q, now_ms) > 0) co_return 0;
+    co_return q.finished_log.empty() ? now_ms + q.limit.interval_ms
+                                     : std::max(q.finished_log.front() + q.limit.interval_ms,
+                                                now_ms + 1);
+  }
+
+  boost::asio::awaitable<void> upsert_repeatable(Repeatable r) override {
+    std::lock_guard lock(mu_);
+    queues_[r.queue];
+    auto key = std::make_pair(r.queue, r.name);
+    repeatables_[key] = std::move(r);
+    co_return;
+  }
+
+  boost::asio::awaitable<void> remove_repeatable(std::string_view queue,
+                                                 std::string_view name) override {
+    std::lock_guard lock(mu_);
+    if (repeatables_.erase({std::string(queue), std::string(name)}) == 0)
+      throw NotFound("repeatable " + std::string(name) + " not found in queue " + std::string(queue));
+    co_return;
+  }
+
+  boost::asio::awaitable<void> set_repeatable_paused(std::string_view queue, std::string_view name,
+                                                     bool paused) override {
+    std::lock_guard lock(mu_);
+    auto it = repeatables_.find({std::string(queue), std::string(name)});
+    if (it == repeatables_.end())
+      throw NotFound("repeatable " + std::string(name) + " not found in queue " + std::string(queue));
+    it->second.paused = paused;
+    co_return;
+  }
+
+  boost::asio::awaitable<std::vector<Repeatable>> repeatables(std::string_view queue) override {
+    std::lock_guard lock(mu_);
+    std::vector<Repeatable> out;
+    for (const auto& [key, r] : repeatables_)
+      if (queue.empty() || key.first == queue) out.push_back(r);
+    co_return out;
+  }
+
+  boost::asio::awaitable<bool> fire_repeatable(std::string_view queue, std::string_view name,
+                                               std::int64_t expected_fire_ms,
+                                               std::int64_t next_fire_ms, Job job) override {
+    std::lock_guard lock(mu_);
+    auto it = repeatables_.find({std::string(queue), std::string(name)});
+    if (it == repeatables_.end() || it->second.paused ||
+        it->second.next_fire_ms != expected_fire_ms)
+      co_return false;
+    std::vector<Job> batch;
+    batch.push_back(std::move(job));
+    enqueue_locked(std::move(batch));  // validates first: throws before changing anything
+    it->second.next_fire_ms = next_fire_ms;
+    it->second.last_fire_ms = expected_fire_ms;
+    co_return true;
+  }
+
+  boost::asio::awaitable<std::vector<Event>> read_events(std::int64_t after_seq,
+                                                         std::size_t limit) override {
+    check_limit("event limit", limit, 10000);
+    std::lock_guard lock(mu_);
+    std::vector<Event> out;
+    if (events_.empty()) co_return out;
+    std::int64_t first = events_.front().seq;
+    std::size_t start;
+    if (after_seq < 0) {
+      start = events_.size() > limit ? events_.size() - limit : 0;
+    } else {
+      start = after_seq < first ? 0 : static_cast<std::size_t>(after_seq - first + 1);
+    }
+    for (std::size_t i = start; i < events_.size() && out.size() < limit; ++i)
+      out.push_back(events_[i]);
+    co_return out;
   }
 
   std::string describe() const override { return "memory://"; }
@@ -314,6 +575,158 @@ class MemoryBackend final : public Backend {
   }
 
  private:
+  // Stores a batch (see Backend::enqueue); validates everything first.
+  std::vector<JobId> enqueue_locked(std::vector<Job> jobs) {
+    std::unordered_set<JobId, IdHash> seen;
+    for (const auto& j : jobs) {
+      if (jobs_.count(j.id) || !seen.insert(j.id).second)
+        throw Conflict("job id " + j.id.str() + " already exists");
+    }
+    std::vector<JobId> ids;
+    ids.reserve(jobs.size());
+    std::map<std::pair<std::string, std::string>, JobId> batch_keys;
+    for (auto& j : jobs) {
+      bool flow = !j.parent.is_nil() || j.children > 0;
+      if (!j.options.idempotency_key.empty() && !flow) {
+        auto key = std::make_pair(j.queue, j.options.idempotency_key);
+        std::optional<JobId> existing;
+        if (auto b = batch_keys.find(key); b != batch_keys.end()) {
+          existing = b->second;
+        } else if (auto e = idem_.find(key); e != idem_.end()) {
+          if (jobs_.count(e->second.job) || e->second.until_ms > j.created_ms)
+            existing = e->second.job;
+        }
+        if (existing) {
+          ids.push_back(*existing);
+          Event ev = make_event(EventType::deduplicated, j.queue, *existing, j.created_ms);
+          ev.detail = j.id.str();
+          push_event(std::move(ev));
+          continue;
+        }
+        batch_keys[key] = j.id;
+        idem_[key] = IdemEntry{j.id, 0};
+      }
+      ids.push_back(j.id);
+      Job& stored = jobs_.emplace(j.id, std::move(j)).first->second;
+      auto& q = queues_[stored.queue];
+      if (!stored.parent.is_nil()) children_[stored.parent].push_back(stored.id);
+      if (stored.state == JobState::waiting_children) {
+        emit(EventType::waiting_children, stored, stored.created_ms);
+      } else if (stored.state == JobState::delayed || stored.state == JobState::failed) {
+        q.timed.emplace(stored.run_at_ms, stored.id);
+        emit(EventType::delayed, stored, stored.created_ms);
+      } else {
+        stored.state = JobState::waiting;
+        q.waiting.emplace(stored.options.priority, ord_of(stored), stored.id);
+        emit(EventType::waiting, stored, stored.created_ms);
+      }
+      q.counts[static_cast<int>(stored.state)]++;
+    }
+    return ids;
+  }
+
+  // How many more jobs the queue's rate limit lets start now.
+  std::size_t allowance_locked(QueueData& q, std::int64_t now_ms) {
+    if (q.limit.max <= 0) return static_cast<std::size_t>(-1);
+    while (!q.finished_log.empty() && q.finished_log.front() <= now_ms - q.limit.interval_ms)
+      q.finished_log.pop_front();
+    auto used = static_cast<std::int64_t>(q.counts[static_cast<int>(JobState::active)] +
+                                          q.finished_log.size());
+    return used >= q.limit.max ? 0 : static_cast<std::size_t>(q.limit.max - used);
+  }
+
+  // `j` is unlinked from the indexes already.
+  void expire_locked(QueueData& q, Job& j, std::int64_t now_ms) {
+    j.finished_ms = now_ms;
+    j.error = std::string(1, kSystemError) + "expired: not started within its TTL of " +
+              std::to_string(j.options.ttl_ms) + " ms";
+    move_state(q, j, JobState::expired);
+    emit(EventType::expired, j, now_ms);
+    child_ended_locked(j, false, now_ms);
+  }
+
+  // A flow child reached a final state: count its parent down, or act on
+  // the child's on_failure.
+  void child_ended_locked(const Job& child, bool ok, std::int64_t now_ms) {
+    if (child.parent.is_nil()) return;
+    auto it = jobs_.find(child.parent);
+    if (it == jobs_.end() || it->second.state != JobState::waiting_children) return;
+    Job& p = it->second;
+    QueueData& q = queues_[p.queue];
+    if (ok || child.on_failure == ChildFailure::ignore) {
+      if (--p.pending_children > 0) return;
+      if (p.run_at_ms > now_ms) {
+        move_state(q, p, JobState::delayed);
+        q.timed.emplace(p.run_at_ms, p.id);
+      } else {
+        move_state(q, p, JobState::waiting);
+        q.waiting.emplace(p.options.priority, ord_of(p), p.id);
+      }
+      emit(EventType::waiting, p, now_ms);
+    } else if (child.on_failure == ChildFailure::fail_parent) {
+      p.error = std::string(1, kSystemError) + "child " + child.id.str() + " ended " +
+                std::string(to_string(child.state));
+      p.finished_ms = now_ms;
+      move_state(q, p, JobState::dead);
+      emit(EventType::dead, p, now_ms);
+      child_ended_locked(p, false, now_ms);
+    }
+  }
+
+  // Deletes one job (not active) and what hangs off it.
+  void erase_locked(const JobId& id, std::int64_t now_ms) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    Job& j = it->second;
+    QueueData& q = queues_[j.queue];
+    unlink_locked(q, j);
+    q.counts[static_cast<int>(j.state)]--;
+    if (auto c = children_.find(j.parent); c != children_.end()) std::erase(c->second, id);
+    children_.erase(id);
+    logs_.erase(id);
+    forget_key_locked(j, now_ms, false);
+    emit(EventType::removed, j, now_ms);
+    jobs_.erase(it);
+  }
+
+  // The job is going away: its idempotency key lives on for its window.
+  void forget_key_locked(const Job& j, std::int64_t now_ms, bool always) {
+    if (j.options.idempotency_key.empty()) return;
+    auto it = idem_.find({j.queue, j.options.idempotency_key});
+    if (it == idem_.end() || it->second.job != j.id) return;
+    std::int64_t w = j.options.idempotency_window_ms;
+    if (!always && w > 0 && j.finished_ms > 0 && j.finished_ms + w > now_ms)
+      it->second.until_ms = j.finished_ms + w;
+    else
+      idem_.erase(it);
+  }
+
+  static Event make_event(EventType type, const std::string& queue, const JobId& id,
+                          std::int64_t now_ms) {
+    Event e;
+    e.time_ms = now_ms;
+    e.type = type;
+    e.queue = queue;
+    e.job = id;
+    return e;
+  }
+  void emit(EventType type, const Job& j, std::int64_t now_ms, std::string detail = {}) {
+    Event e = make_event(type, j.queue, j.id, now_ms);
+    e.detail = std::move(detail);
+    push_event(std::move(e));
+  }
+  void push_event(Event e) {
+    e.seq = ++event_seq_;
+    events_.push_back(std::move(e));
+    if (static_cast<std::int64_t>(events_.size()) > kEventRetention) events_.pop_front();
+  }
+
+  static void check_limit(const char* what, std::size_t limit, std::size_t max) {
+    if (limit < 1 || limit > max)
+      throw InvalidArgument(std::string(what) + " " + std::to_string(limit) + " is outside [1, " +
+                            std::to_string(max) + "]");
+  }
+
   static void move_state(QueueData& q, Job& j, JobState to) {
     q.counts[static_cast<int>(j.state)]--;
     q.counts[static_cast<int>(to)]++;
@@ -361,6 +774,12 @@ class MemoryBackend final : public Backend {
   std::map<std::string, QueueData, std::less<>> queues_;
   std::unordered_set<JobId, IdHash> active_;
   std::uint64_t next_token_;
+  std::map<std::pair<std::string, std::string>, IdemEntry> idem_;
+  std::unordered_map<JobId, std::vector<JobId>, IdHash> children_;
+  std::unordered_map<JobId, std::vector<LogLine>, IdHash> logs_;
+  std::map<std::pair<std::string, std::string>, Repeatable> repeatables_;
+  std::deque<Event> events_;
+  std::int64_t event_seq_ = 0;
 };
 
 }  // namespace

@@ -55,6 +55,7 @@
 // faster on no-op jobs, and a WITHOUT ROWID b-tree keeps whole rows in its
 // interior pages, so sealed payloads of a few KiB would make it deep.
 #include "backends/sqlite/sqlite_backend.hpp"
+#include "backends/validate.hpp"
 
 #include <asyncmq/env.hpp>
 #include <asyncmq/error.hpp>
@@ -65,6 +66,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
 
 #include <sqlite3.h>
 
@@ -85,7 +87,7 @@ using boost::asio::awaitable;
 
 // 'AQMQ': marks a file as an asyncmq store.
 constexpr int kApplicationId = 0x41514d51;
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 
 // ---------------------------------------------------------------------------
 // Errors: every SQLite result code becomes an asyncmq error here, and only
@@ -221,6 +223,14 @@ class Db {
     op_counts_.clear();
   }
   void drop_op_counts() { op_counts_.clear(); }
+  // Changes to (queue, state) made in this transaction and not yet in `counts`.
+  std::int64_t pending_count(std::string_view queue, JobState state) const {
+    std::int64_t n = 0;
+    for (const auto* v : {&op_counts_, &tx_counts_})
+      for (const auto& e : *v)
+        if (e.queue == queue) n += e.n[static_cast<std::size_t>(state)];
+    return n;
+  }
   void drop_tx_counts() {
     op_counts_.clear();
     tx_counts_.clear();
@@ -384,11 +394,38 @@ CREATE TABLE jobs (
   finished_ms INTEGER NOT NULL,
   lease_token INTEGER NOT NULL,
   lease_owner TEXT NOT NULL,
-  lease_expires_ms INTEGER NOT NULL
+  lease_expires_ms INTEGER NOT NULL,
+  ttl_ms INTEGER NOT NULL,
+  expires_ms INTEGER NOT NULL,
+  idem_window_ms INTEGER NOT NULL,
+  parent BLOB,
+  on_failure INTEGER NOT NULL,
+  children INTEGER NOT NULL,
+  pending_children INTEGER NOT NULL,
+  progress BLOB NOT NULL,
+  cancel_requested INTEGER NOT NULL
 );
 CREATE INDEX jobs_claim ON jobs(queue, priority, ord, id) WHERE state = 0;
 CREATE INDEX jobs_timed ON jobs(queue, run_at_ms) WHERE state IN (1, 4);
 CREATE INDEX jobs_lease ON jobs(lease_expires_ms) WHERE state = 2;
+CREATE INDEX jobs_ttl ON jobs(expires_ms) WHERE expires_ms > 0;
+CREATE INDEX jobs_parent ON jobs(parent) WHERE parent IS NOT NULL;
+CREATE TABLE idempotency (queue TEXT NOT NULL, key BLOB NOT NULL, job BLOB NOT NULL,
+                          until_ms INTEGER NOT NULL, PRIMARY KEY(queue, key)) WITHOUT ROWID;
+CREATE TABLE logs (job BLOB NOT NULL, time_ms INTEGER NOT NULL, text BLOB NOT NULL);
+CREATE INDEX logs_job ON logs(job);
+CREATE TABLE events (seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, type INTEGER NOT NULL,
+                     queue TEXT NOT NULL, jobs BLOB NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE limits (queue TEXT PRIMARY KEY, max INTEGER NOT NULL,
+                     interval_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE limiter_log (queue TEXT NOT NULL, finished_ms INTEGER NOT NULL);
+CREATE INDEX limiter_log_q ON limiter_log(queue, finished_ms);
+CREATE TABLE repeatables (queue TEXT NOT NULL, name TEXT NOT NULL, task TEXT NOT NULL,
+                          payload BLOB NOT NULL, options TEXT NOT NULL, cron TEXT NOT NULL,
+                          time_zone TEXT NOT NULL, every_ms INTEGER NOT NULL,
+                          catch_up INTEGER NOT NULL, paused INTEGER NOT NULL,
+                          next_fire_ms INTEGER NOT NULL, last_fire_ms INTEGER NOT NULL,
+                          created_ms INTEGER NOT NULL, PRIMARY KEY(queue, name)) WITHOUT ROWID;
 CREATE TABLE counts (queue TEXT NOT NULL, state INTEGER NOT NULL, n INTEGER NOT NULL,
                      PRIMARY KEY(queue, state)) WITHOUT ROWID;
 CREATE TABLE queues (name TEXT PRIMARY KEY, paused INTEGER NOT NULL) WITHOUT ROWID;
@@ -400,7 +437,8 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
   "id, queue, task, state, priority, delay_ms, attempts, backoff_kind, backoff_delay_ms, "  \
   "backoff_max_delay_ms, backoff_jitter, timeout_ms, lifo, idempotency_key, subject, "      \
   "payload, result, error, attempts_made, stalls, created_ms, run_at_ms, started_ms, "      \
-  "finished_ms, lease_token, lease_owner, lease_expires_ms"
+  "finished_ms, lease_token, lease_owner, lease_expires_ms, ttl_ms, idem_window_ms, parent, " \
+  "on_failure, children, pending_children, progress, cancel_requested"
 
 // Decodes ASYNCMQ_JOB_COLS starting at column `o`.
 Job read_job(const Stmt& s, int o = 0) {
@@ -432,6 +470,14 @@ Job read_job(const Stmt& s, int o = 0) {
   j.lease.token = static_cast<std::uint64_t>(s.i64(o + 24));
   j.lease.owner = s.str(o + 25);
   j.lease.expires_ms = s.i64(o + 26);
+  j.options.ttl_ms = s.i64(o + 27);
+  j.options.idempotency_window_ms = s.i64(o + 28);
+  j.parent = s.id(o + 29);
+  j.on_failure = static_cast<ChildFailure>(s.i64(o + 30));
+  j.children = static_cast<std::int32_t>(s.i64(o + 31));
+  j.pending_children = static_cast<std::int32_t>(s.i64(o + 32));
+  j.progress = s.str(o + 33);
+  j.cancel_requested = s.i64(o + 34) != 0;
   return j;
 }
 
@@ -763,11 +809,114 @@ const char* const kInsert =
     "INSERT INTO jobs(id, queue, task, state, priority, ord, delay_ms, attempts, backoff_kind, "
     "backoff_delay_ms, backoff_max_delay_ms, backoff_jitter, timeout_ms, lifo, idempotency_key, "
     "subject, payload, result, error, attempts_made, stalls, created_ms, run_at_ms, started_ms, "
-    "finished_ms, lease_token, lease_owner, lease_expires_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, "
-    "?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, "
-    "?27, ?28)";
+    "finished_ms, lease_token, lease_owner, lease_expires_ms, ttl_ms, expires_ms, idem_window_ms, "
+    "parent, on_failure, children, pending_children, progress, cancel_requested) VALUES(?1, ?2, "
+    "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, "
+    "?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36, ?37)";
 
-void do_enqueue(Db& db, const std::vector<Job>& jobs) {
+// Events of one operation, written as few rows as possible: consecutive
+// events of one type, queue and time without detail share a row whose
+// `jobs` holds their 16-byte ids (at most kIdsPerRow). A row's events get
+// seq = rowid * kIdsPerRow + index, so seqs increase across rows.
+constexpr std::int64_t kIdsPerRow = 4096;
+
+class EventLog {
+ public:
+  void add(EventType type, std::string_view queue, const JobId& id, std::int64_t now_ms,
+           std::string detail = {}) {
+    if (detail.empty() && !rows_.empty()) {
+      Row& r = rows_.back();
+      if (r.type == type && r.queue == queue && r.time_ms == now_ms && r.detail.empty() &&
+          r.jobs.size() < 16 * static_cast<std::size_t>(kIdsPerRow)) {
+        r.jobs.append(reinterpret_cast<const char*>(id.bytes().data()), 16);
+        return;
+      }
+    }
+    Row r{type, std::string(queue), now_ms, std::string(), std::move(detail)};
+    r.jobs.assign(reinterpret_cast<const char*>(id.bytes().data()), 16);
+    rows_.push_back(std::move(r));
+  }
+  // Writes the rows; the op's savepoint or transaction covers them.
+  void write(Db& db) {
+    for (const Row& r : rows_) {
+      Stmt s(db, "INSERT INTO events(time_ms, type, queue, jobs, detail) VALUES(?1, ?2, ?3, ?4, ?5)");
+      s.bind(1, r.time_ms).bind(2, static_cast<int>(r.type)).bind_text(3, r.queue)
+          .bind_blob(4, r.jobs).bind_text(5, r.detail).run();
+    }
+    rows_.clear();
+  }
+
+ private:
+  struct Row {
+    EventType type;
+    std::string queue;
+    std::int64_t time_ms;
+    std::string jobs;
+    std::string detail;
+  };
+  std::vector<Row> rows_;
+};
+
+std::int64_t ttl_deadline(const Job& j) {
+  return j.options.ttl_ms > 0 && j.attempts_made == 0 ? j.created_ms + j.options.ttl_ms : 0;
+}
+
+std::string system_error(std::string text) { return std::string(1, kSystemError) + text; }
+
+void insert_job(Db& db, const Job& j, JobState state) {
+  Stmt s(db, kInsert);
+  s.bind_id(1, j.id)
+      .bind_text(2, j.queue)
+      .bind_text(3, j.task)
+      .bind(4, static_cast<int>(state))
+      .bind(5, j.options.priority)
+      .bind(6, ord_of(j))
+      .bind(7, j.options.delay_ms)
+      .bind(8, j.options.attempts)
+      .bind(9, static_cast<int>(j.options.backoff.kind))
+      .bind(10, j.options.backoff.delay_ms)
+      .bind(11, j.options.backoff.max_delay_ms)
+      .bind_double(12, j.options.backoff.jitter)
+      .bind(13, j.options.timeout_ms)
+      .bind(14, j.options.lifo ? 1 : 0)
+      .bind_blob(15, j.options.idempotency_key)
+      .bind_blob(16, j.options.subject)
+      .bind_blob(17, j.payload)
+      .bind_blob(18, j.result)
+      .bind_blob(19, j.error)
+      .bind(20, j.attempts_made)
+      .bind(21, j.stalls)
+      .bind(22, j.created_ms)
+      .bind(23, j.run_at_ms)
+      .bind(24, j.started_ms)
+      .bind(25, j.finished_ms)
+      .bind(26, static_cast<std::int64_t>(j.lease.token))
+      .bind_text(27, j.lease.owner)
+      .bind(28, j.lease.expires_ms)
+      .bind(29, j.options.ttl_ms)
+      .bind(30, ttl_deadline(j))
+      .bind(31, j.options.idempotency_window_ms);
+  if (!j.parent.is_nil()) s.bind_id(32, j.parent);  // else NULL
+  s.bind(33, static_cast<int>(j.on_failure))
+      .bind(34, j.children)
+      .bind(35, j.pending_children)
+      .bind_blob(36, j.progress)
+      .bind(37, j.cancel_requested ? 1 : 0);
+  int rc = s.step_rc();
+  if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+    throw Conflict("job id " + j.id.str() + " already exists");
+  if (rc != SQLITE_DONE) db.fail(rc, "enqueue");
+}
+
+bool job_exists(Db& db, const JobId& id) {
+  Stmt s(db, "SELECT 1 FROM jobs WHERE id = ?1");
+  s.bind_id(1, id);
+  return s.step();
+}
+
+std::vector<JobId> do_enqueue(Db& db, const std::vector<Job>& jobs, EventLog& ev) {
+  std::vector<JobId> ids;
+  ids.reserve(jobs.size());
   const std::string* last_queue = nullptr;
   for (const Job& j : jobs) {
     if (!last_queue || *last_queue != j.queue) {
@@ -775,42 +924,39 @@ void do_enqueue(Db& db, const std::vector<Job>& jobs) {
       q.bind_text(1, j.queue).run();
       last_queue = &j.queue;
     }
-    JobState state = is_timed(j.state) ? j.state : JobState::waiting;
-    Stmt s(db, kInsert);
-    s.bind_id(1, j.id)
-        .bind_text(2, j.queue)
-        .bind_text(3, j.task)
-        .bind(4, static_cast<int>(state))
-        .bind(5, j.options.priority)
-        .bind(6, ord_of(j))
-        .bind(7, j.options.delay_ms)
-        .bind(8, j.options.attempts)
-        .bind(9, static_cast<int>(j.options.backoff.kind))
-        .bind(10, j.options.backoff.delay_ms)
-        .bind(11, j.options.backoff.max_delay_ms)
-        .bind_double(12, j.options.backoff.jitter)
-        .bind(13, j.options.timeout_ms)
-        .bind(14, j.options.lifo ? 1 : 0)
-        .bind_blob(15, j.options.idempotency_key)
-        .bind_blob(16, j.options.subject)
-        .bind_blob(17, j.payload)
-        .bind_blob(18, j.result)
-        .bind_blob(19, j.error)
-        .bind(20, j.attempts_made)
-        .bind(21, j.stalls)
-        .bind(22, j.created_ms)
-        .bind(23, j.run_at_ms)
-        .bind(24, j.started_ms)
-        .bind(25, j.finished_ms)
-        .bind(26, static_cast<std::int64_t>(j.lease.token))
-        .bind_text(27, j.lease.owner)
-        .bind(28, j.lease.expires_ms);
-    int rc = s.step_rc();
-    if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
-      throw Conflict("job id " + j.id.str() + " already exists");
-    if (rc != SQLITE_DONE) db.fail(rc, "enqueue");
+    bool flow = !j.parent.is_nil() || j.children > 0;
+    if (!j.options.idempotency_key.empty() && !flow) {
+      std::optional<JobId> existing;
+      {
+        Stmt s(db, "SELECT job, until_ms FROM idempotency WHERE queue = ?1 AND key = ?2");
+        s.bind_text(1, j.queue).bind_blob(2, j.options.idempotency_key);
+        if (s.step()) {
+          JobId id = s.id(0);
+          std::int64_t until = s.i64(1);
+          if (until > j.created_ms || job_exists(db, id)) existing = id;
+        }
+      }
+      if (existing) {
+        ids.push_back(*existing);
+        ev.add(EventType::deduplicated, j.queue, *existing, j.created_ms, j.id.str());
+        continue;
+      }
+      Stmt s(db, "INSERT OR REPLACE INTO idempotency(queue, key, job, until_ms) VALUES(?1, ?2, ?3, 0)");
+      s.bind_text(1, j.queue).bind_blob(2, j.options.idempotency_key).bind_id(3, j.id).run();
+    }
+    JobState state = j.state == JobState::waiting_children ? j.state
+                     : is_timed(j.state)                   ? j.state
+                                                           : JobState::waiting;
+    insert_job(db, j, state);
     db.count(j.queue, state, 1);
+    ev.add(state == JobState::waiting   ? EventType::waiting
+           : state == JobState::delayed ? EventType::delayed
+           : state == JobState::waiting_children ? EventType::waiting_children
+                                                 : EventType::failed,
+           j.queue, j.id, j.created_ms);
+    ids.push_back(j.id);
   }
+  return ids;
 }
 
 std::size_t promote_queue(Db& db, const std::string& queue, std::int64_t now_ms) {
@@ -847,24 +993,109 @@ std::uint64_t take_tokens(Db& db, std::size_t n) {
   return static_cast<std::uint64_t>(s.i64(0)) - n;
 }
 
-std::vector<Job> do_claim(Db& db, const ClaimRequest& r) {
+RateLimit read_limit(Db& db, std::string_view queue) {
+  Stmt s(db, "SELECT max, interval_ms FROM limits WHERE queue = ?1");
+  s.bind_text(1, queue);
+  RateLimit l;
+  if (s.step()) {
+    l.max = s.i64(0);
+    l.interval_ms = s.i64(1);
+  }
+  return l;
+}
+
+std::int64_t committed_count(Db& db, std::string_view queue, JobState state) {
+  Stmt s(db, "SELECT n FROM counts WHERE queue = ?1 AND state = ?2");
+  s.bind_text(1, queue).bind(2, static_cast<int>(state));
+  return s.step() ? s.i64(0) : 0;
+}
+
+// How many jobs the queue's limit lets start at now_ms (-1: no limit);
+// also prunes the finish log. `oldest` receives the oldest finish time
+// still inside the window (0 if none).
+std::int64_t allowance(Db& db, std::string_view queue, const RateLimit& l, std::int64_t now_ms,
+                       bool prune, std::int64_t* oldest = nullptr) {
+  if (l.max <= 0) return -1;
+  if (prune) {
+    Stmt d(db, "DELETE FROM limiter_log WHERE queue = ?1 AND finished_ms <= ?2");
+    d.bind_text(1, queue).bind(2, now_ms - l.interval_ms).run();
+  }
+  std::int64_t recent = 0;
+  {
+    Stmt s(db,
+           "SELECT count(*), min(finished_ms) FROM limiter_log WHERE queue = ?1 AND "
+           "finished_ms > ?2");
+    s.bind_text(1, queue).bind(2, now_ms - l.interval_ms);
+    if (s.step()) {
+      recent = s.i64(0);
+      if (oldest) *oldest = s.i64(1);
+    }
+  }
+  std::int64_t active =
+      committed_count(db, queue, JobState::active) + db.pending_count(queue, JobState::active);
+  return std::max<std::int64_t>(0, l.max - active - recent);
+}
+
+void log_finish(Db& db, std::string_view queue, std::int64_t now_ms) {
+  Stmt s(db, "INSERT INTO limiter_log(queue, finished_ms) VALUES(?1, ?2)");
+  s.bind_text(1, queue).bind(2, now_ms).run();
+}
+
+// A flow child reached a final state: count its parent down or act on the
+// child's on_failure.
+void child_ended(Db& db, const JobId& child, const JobId& parent, ChildFailure on_failure,
+                 JobState child_state, bool ok, std::int64_t now_ms, EventLog& ev);
+
+void expire_row(Db& db, std::int64_t rowid, const Job& j, std::int64_t now_ms, EventLog& ev) {
+  Stmt s(db,
+         "UPDATE jobs SET state = 6, error = ?1, finished_ms = ?2, expires_ms = 0 WHERE rowid = ?3");
+  s.bind_blob(1, system_error("expired: not started within its TTL of " +
+                              std::to_string(j.options.ttl_ms) + " ms"))
+      .bind(2, now_ms)
+      .bind(3, rowid)
+      .run();
+  db.count(j.queue, j.state, -1);
+  db.count(j.queue, JobState::expired, 1);
+  ev.add(EventType::expired, j.queue, j.id, now_ms);
+  if (!j.parent.is_nil())
+    child_ended(db, j.id, j.parent, j.on_failure, JobState::expired, false, now_ms, ev);
+}
+
+std::vector<Job> do_claim(Db& db, const ClaimRequest& r, EventLog& ev) {
   std::vector<Job> out;
   promote_queue(db, r.queue, r.now_ms);
   if (r.max == 0 || paused(db, r.queue)) return out;
   std::int64_t limit = static_cast<std::int64_t>(std::min<std::size_t>(r.max, 1u << 30));
+  RateLimit rl = read_limit(db, r.queue);
+  if (std::int64_t a = allowance(db, r.queue, rl, r.now_ms, true); a >= 0) limit = std::min(limit, a);
+  if (limit == 0) return out;
   // Read the claimable rows in claim order straight off jobs_claim, then
   // flip each by rowid. (UPDATE ... RETURNING per row measured ~3x slower:
-  // SQLite materialises RETURNING rows through an ephemeral table.)
+  // SQLite materialises RETURNING rows through an ephemeral table.) Rows
+  // past their TTL are expired on the way and the read repeated.
   std::vector<std::int64_t> rowids;
-  {
-    Stmt s(db,
-           "SELECT rowid, " ASYNCMQ_JOB_COLS " FROM jobs WHERE queue = ?1 AND state = 0 "
-           "ORDER BY priority, ord, id LIMIT ?2");
-    s.bind_text(1, r.queue).bind(2, limit);
-    while (s.step()) {
-      rowids.push_back(s.i64(0));
-      out.push_back(read_job(s, 1));
+  for (int round = 0; round < 16; ++round) {
+    out.clear();
+    rowids.clear();
+    std::vector<std::pair<std::int64_t, Job>> stale;
+    {
+      Stmt s(db,
+             "SELECT rowid, " ASYNCMQ_JOB_COLS " FROM jobs WHERE queue = ?1 AND state = 0 "
+             "ORDER BY priority, ord, id LIMIT ?2");
+      s.bind_text(1, r.queue).bind(2, limit);
+      while (s.step()) {
+        Job j = read_job(s, 1);
+        std::int64_t d = ttl_deadline(j);
+        if (d > 0 && d <= r.now_ms) {
+          stale.emplace_back(s.i64(0), std::move(j));
+        } else {
+          rowids.push_back(s.i64(0));
+          out.push_back(std::move(j));
+        }
+      }
     }
+    for (auto& [rowid, j] : stale) expire_row(db, rowid, j, r.now_ms, ev);
+    if (stale.empty()) break;
   }
   if (out.empty()) return out;
   std::uint64_t token = take_tokens(db, out.size());
@@ -876,7 +1107,7 @@ std::vector<Job> do_claim(Db& db, const ClaimRequest& r) {
     j.lease = Lease{token++, r.worker_id, r.now_ms + r.lease_ms};
     Stmt s(db,
            "UPDATE jobs SET state = 2, attempts_made = ?1, started_ms = ?2, lease_token = ?3, "
-           "lease_owner = ?4, lease_expires_ms = ?5 WHERE rowid = ?6");
+           "lease_owner = ?4, lease_expires_ms = ?5, expires_ms = 0 WHERE rowid = ?6");
     s.bind(1, j.attempts_made)
         .bind(2, j.started_ms)
         .bind(3, static_cast<std::int64_t>(j.lease.token))
@@ -884,32 +1115,50 @@ std::vector<Job> do_claim(Db& db, const ClaimRequest& r) {
         .bind(5, j.lease.expires_ms)
         .bind(6, rowids[i])
         .run();
+    ev.add(EventType::active, r.queue, j.id, r.now_ms);
   }
   db.count(r.queue, JobState::waiting, -static_cast<std::int64_t>(out.size()));
   db.count(r.queue, JobState::active, static_cast<std::int64_t>(out.size()));
   return out;
 }
 
-std::vector<bool> do_heartbeat(Db& db, const std::vector<LeaseRef>& leases,
-                               std::int64_t expires_ms) {
-  std::vector<bool> ok(leases.size());
+std::vector<LeaseStatus> do_heartbeat(Db& db, const std::vector<LeaseRef>& leases,
+                                      std::int64_t expires_ms) {
+  std::vector<LeaseStatus> ok(leases.size(), LeaseStatus::lost);
   for (std::size_t i = 0; i < leases.size(); ++i) {
     Stmt s(db,
-           "UPDATE jobs SET lease_expires_ms = ?1 WHERE id = ?2 AND state = 2 AND lease_token = ?3");
+           "UPDATE jobs SET lease_expires_ms = ?1 WHERE id = ?2 AND state = 2 AND lease_token = ?3 "
+           "RETURNING cancel_requested");
     s.bind(1, expires_ms).bind_id(2, leases[i].id).bind(3, static_cast<std::int64_t>(leases[i].token));
-    s.run();
-    ok[i] = sqlite3_changes(db.handle()) > 0;
+    if (s.step()) ok[i] = s.i64(0) ? LeaseStatus::cancel_requested : LeaseStatus::held;
   }
   return ok;
 }
 
-std::vector<bool> do_finish(Db& db, const std::vector<Outcome>& outcomes) {
+// Per-queue rate-limit lookups within one op.
+class LimitCache {
+ public:
+  bool limited(Db& db, std::string_view queue) {
+    for (auto& [q, on] : seen_)
+      if (q == queue) return on;
+    seen_.emplace_back(std::string(queue), read_limit(db, queue).max > 0);
+    return seen_.back().second;
+  }
+
+ private:
+  std::vector<std::pair<std::string, bool>> seen_;
+};
+
+std::vector<bool> do_finish(Db& db, const std::vector<Outcome>& outcomes, EventLog& ev) {
   std::vector<bool> ok(outcomes.size());
+  LimitCache limits;
   for (std::size_t i = 0; i < outcomes.size(); ++i) {
     const Outcome& o = outcomes[i];
     // The job's rowid and queue, if it is still active under this lease
-    // (the queue names the count that moves).
-    Stmt f(db, "SELECT rowid, queue FROM jobs WHERE id = ?1 AND state = 2 AND lease_token = ?2");
+    // (the queue names the count that moves), and its flow parent.
+    Stmt f(db,
+           "SELECT rowid, queue, parent, on_failure, attempts_made FROM jobs WHERE id = ?1 AND "
+           "state = 2 AND lease_token = ?2");
     f.bind_id(1, o.id).bind(2, static_cast<std::int64_t>(o.token));
     if (!f.step()) continue;
     const char* sql = nullptr;
@@ -917,17 +1166,22 @@ std::vector<bool> do_finish(Db& db, const std::vector<Outcome>& outcomes) {
     switch (o.kind) {
       case Outcome::Kind::completed:
         sql = "UPDATE jobs SET state = 3, result = ?1, finished_ms = ?2, lease_token = 0, "
-              "lease_owner = '', lease_expires_ms = 0 WHERE rowid = ?3";
+              "lease_owner = '', lease_expires_ms = 0, cancel_requested = 0 WHERE rowid = ?3";
         break;
       case Outcome::Kind::retry:
         to = JobState::failed;
         sql = "UPDATE jobs SET state = 4, error = ?1, run_at_ms = ?2, lease_token = 0, "
-              "lease_owner = '', lease_expires_ms = 0 WHERE rowid = ?3";
+              "lease_owner = '', lease_expires_ms = 0, cancel_requested = 0 WHERE rowid = ?3";
         break;
       case Outcome::Kind::dead:
         to = JobState::dead;
         sql = "UPDATE jobs SET state = 5, error = ?1, finished_ms = ?2, lease_token = 0, "
-              "lease_owner = '', lease_expires_ms = 0 WHERE rowid = ?3";
+              "lease_owner = '', lease_expires_ms = 0, cancel_requested = 0 WHERE rowid = ?3";
+        break;
+      case Outcome::Kind::cancelled:
+        to = JobState::cancelled;
+        sql = "UPDATE jobs SET state = 7, error = ?1, finished_ms = ?2, lease_token = 0, "
+              "lease_owner = '', lease_expires_ms = 0, cancel_requested = 0 WHERE rowid = ?3";
         break;
     }
     Stmt s(db, sql);
@@ -935,12 +1189,77 @@ std::vector<bool> do_finish(Db& db, const std::vector<Outcome>& outcomes) {
         .bind(2, o.kind == Outcome::Kind::retry ? o.run_at_ms : o.now_ms)
         .bind(3, f.i64(0));
     s.run();
-    std::string_view queue = f.view(1);
+    std::string queue(f.view(1));
     db.count(queue, JobState::active, -1);
     db.count(queue, to, 1);
+    if (limits.limited(db, queue)) log_finish(db, queue, o.now_ms);
+    switch (to) {
+      case JobState::completed: ev.add(EventType::completed, queue, o.id, o.now_ms); break;
+      case JobState::failed:
+        ev.add(EventType::failed, queue, o.id, o.now_ms, std::to_string(f.i64(4)));
+        break;
+      case JobState::dead: ev.add(EventType::dead, queue, o.id, o.now_ms); break;
+      default: ev.add(EventType::cancelled, queue, o.id, o.now_ms); break;
+    }
+    if (sqlite3_column_type(f.raw(), 2) != SQLITE_NULL && to != JobState::failed) {
+      JobId parent = f.id(2);
+      auto policy = static_cast<ChildFailure>(f.i64(3));
+      child_ended(db, o.id, parent, policy, to, to == JobState::completed, o.now_ms, ev);
+    }
     ok[i] = true;
   }
   return ok;
+}
+
+void child_ended(Db& db, const JobId& child, const JobId& parent, ChildFailure on_failure,
+                 JobState child_state, bool ok, std::int64_t now_ms, EventLog& ev) {
+  std::int64_t rowid, pending, run_at;
+  std::string queue;
+  JobId grandparent;
+  bool has_grandparent;
+  ChildFailure parent_policy;
+  {
+    Stmt s(db,
+           "SELECT rowid, pending_children, run_at_ms, queue, parent, on_failure FROM jobs "
+           "WHERE id = ?1 AND state = 8");
+    s.bind_id(1, parent);
+    if (!s.step()) return;
+    rowid = s.i64(0);
+    pending = s.i64(1);
+    run_at = s.i64(2);
+    queue = s.str(3);
+    has_grandparent = sqlite3_column_type(s.raw(), 4) != SQLITE_NULL;
+    grandparent = s.id(4);
+    parent_policy = static_cast<ChildFailure>(s.i64(5));
+  }
+  if (ok || on_failure == ChildFailure::ignore) {
+    if (--pending > 0) {
+      Stmt u(db, "UPDATE jobs SET pending_children = ?1 WHERE rowid = ?2");
+      u.bind(1, pending).bind(2, rowid).run();
+      return;
+    }
+    JobState to = run_at > now_ms ? JobState::delayed : JobState::waiting;
+    Stmt u(db, "UPDATE jobs SET pending_children = 0, state = ?1 WHERE rowid = ?2");
+    u.bind(1, static_cast<int>(to)).bind(2, rowid).run();
+    db.count(queue, JobState::waiting_children, -1);
+    db.count(queue, to, 1);
+    ev.add(to == JobState::waiting ? EventType::waiting : EventType::delayed, queue, parent, now_ms);
+  } else if (on_failure == ChildFailure::fail_parent) {
+    {
+      // Scoped: the recursion below uses the same cached statement.
+      Stmt u(db, "UPDATE jobs SET state = 5, error = ?1, finished_ms = ?2 WHERE rowid = ?3");
+      u.bind_blob(1, system_error("child " + child.str() + " ended " +
+                                  std::string(to_string(child_state))))
+          .bind(2, now_ms)
+          .bind(3, rowid)
+          .run();
+    }
+    db.count(queue, JobState::waiting_children, -1);
+    db.count(queue, JobState::dead, 1);
+    ev.add(EventType::dead, queue, parent, now_ms);
+    if (has_grandparent)
+      child_ended(db, parent, grandparent, parent_policy, JobState::dead, false, now_ms, ev);
+  }
 }
 
 std::size_t do_promote_due(Db& db, std::int64_t now_ms) {
@@ -954,41 +1273,55 @@ std::size_t do_promote_due(Db& db, std::int64_t now_ms) {
   return n;
 }
 
-ReclaimResult do_reclaim(Db& db, std::int64_t now_ms, int max_stalls) {
+ReclaimResult do_reclaim(Db& db, std::int64_t now_ms, int max_stalls, EventLog& ev) {
   struct Expired {
     JobId id;
     std::int64_t rowid;
     std::int64_t stalls;
     std::string queue;
+    bool has_parent;
+    JobId parent;
+    ChildFailure on_failure;
   };
   std::vector<Expired> expired;
   {
     Stmt s(db,
-           "SELECT id, rowid, stalls, queue FROM jobs WHERE state = 2 AND lease_expires_ms < ?1");
+           "SELECT id, rowid, stalls, queue, parent, on_failure FROM jobs WHERE state = 2 AND "
+           "lease_expires_ms < ?1");
     s.bind(1, now_ms);
-    while (s.step()) expired.push_back({s.id(0), s.i64(1), s.i64(2), s.str(3)});
+    while (s.step())
+      expired.push_back({s.id(0), s.i64(1), s.i64(2), s.str(3),
+                         sqlite3_column_type(s.raw(), 4) != SQLITE_NULL, s.id(4),
+                         static_cast<ChildFailure>(s.i64(5))});
   }
   std::sort(expired.begin(), expired.end(),
             [](const Expired& a, const Expired& b) { return a.id < b.id; });
   ReclaimResult out;
+  LimitCache limits;
   for (const auto& e : expired) {
     db.count(e.queue, JobState::active, -1);
+    if (limits.limited(db, e.queue)) log_finish(db, e.queue, now_ms);
     std::int64_t stalls = e.stalls + 1;
     if (stalls > max_stalls) {
       Stmt s(db,
              "UPDATE jobs SET state = 5, stalls = ?1, error = ?2, finished_ms = ?3, "
-             "lease_token = 0, lease_owner = '', lease_expires_ms = 0 WHERE rowid = ?4");
-      std::string error = "stalled: lease expired " + std::to_string(stalls) + " times";
+             "lease_token = 0, lease_owner = '', lease_expires_ms = 0, cancel_requested = 0 "
+             "WHERE rowid = ?4");
+      std::string error = system_error("stalled: lease expired " + std::to_string(stalls) + " times");
       s.bind(1, stalls).bind_blob(2, error).bind(3, now_ms).bind(4, e.rowid).run();
       out.dead.push_back(e.id);
       db.count(e.queue, JobState::dead, 1);
+      ev.add(EventType::dead, e.queue, e.id, now_ms);
+      if (e.has_parent)
+        child_ended(db, e.id, e.parent, e.on_failure, JobState::dead, false, now_ms, ev);
     } else {
       Stmt s(db,
              "UPDATE jobs SET state = 0, stalls = ?1, lease_token = 0, lease_owner = '', "
-             "lease_expires_ms = 0 WHERE rowid = ?2");
+             "lease_expires_ms = 0, cancel_requested = 0 WHERE rowid = ?2");
       s.bind(1, stalls).bind(2, e.rowid).run();
       out.requeued.push_back(e.id);
       db.count(e.queue, JobState::waiting, 1);
+      ev.add(EventType::stalled, e.queue, e.id, now_ms);
     }
   }
   return out;
@@ -1001,9 +1334,14 @@ std::optional<Job> do_get(Db& db, const JobId& id) {
   return read_job(s);
 }
 
+void check_limit(const char* what, std::size_t limit, std::size_t max) {
+  if (limit < 1 || limit > max)
+    throw InvalidArgument(std::string(what) + " " + std::to_string(limit) + " is outside [1, " +
+                          std::to_string(max) + "]");
+}
+
 JobPage do_list(Db& db, const ListRequest& r) {
-  if (r.limit < 1 || r.limit > 1000)
-    throw InvalidArgument("list limit " + std::to_string(r.limit) + " is outside [1, 1000]");
+  check_limit("list limit", r.limit, 1000);
   JobPage page;
   Stmt s(db,
          "SELECT " ASYNCMQ_JOB_COLS
@@ -1056,26 +1394,78 @@ Located locate(Db& db, const JobId& id) {
   return {s.i64(0), static_cast<JobState>(s.i64(1)), s.str(2)};
 }
 
-void do_remove(Db& db, const JobId& id) {
-  auto [rowid, state, queue] = locate(db, id);
-  if (state == JobState::active)
-    throw Conflict("job " + id.str() + " is active; it can be removed once it finishes");
-  Stmt s(db, "DELETE FROM jobs WHERE rowid = ?1");
-  s.bind(1, rowid).run();
+// Deletes one job that is not active, with its log lines, and lets its
+// idempotency key live on for the key's window.
+void erase_job(Db& db, const JobId& id, std::int64_t now_ms, EventLog& ev) {
+  std::int64_t rowid, finished, window;
+  JobState state;
+  std::string queue, key;
+  {
+    Stmt s(db,
+           "SELECT rowid, state, queue, idempotency_key, finished_ms, idem_window_ms FROM jobs "
+           "WHERE id = ?1");
+    s.bind_id(1, id);
+    if (!s.step()) return;
+    rowid = s.i64(0);
+    state = static_cast<JobState>(s.i64(1));
+    queue = s.str(2);
+    key = s.str(3);
+    finished = s.i64(4);
+    window = s.i64(5);
+  }
+  {
+    Stmt d(db, "DELETE FROM jobs WHERE rowid = ?1");
+    d.bind(1, rowid).run();
+  }
+  {
+    Stmt d(db, "DELETE FROM logs WHERE job = ?1");
+    d.bind_id(1, id).run();
+  }
+  if (!key.empty()) {
+    if (window > 0 && finished > 0 && finished + window > now_ms) {
+      Stmt u(db, "UPDATE idempotency SET until_ms = ?1 WHERE queue = ?2 AND key = ?3 AND job = ?4");
+      u.bind(1, finished + window).bind_text(2, queue).bind_blob(3, key).bind_id(4, id).run();
+    } else {
+      Stmt d(db, "DELETE FROM idempotency WHERE queue = ?1 AND key = ?2 AND job = ?3");
+      d.bind_text(1, queue).bind_blob(2, key).bind_id(3, id).run();
+    }
+  }
   db.count(queue, state, -1);
+  ev.add(EventType::removed, queue, id, now_ms);
 }
 
-void do_retry(Db& db, const JobId& id, std::int64_t now_ms) {
+void do_remove(Db& db, const JobId& id, std::int64_t now_ms, EventLog& ev) {
+  locate(db, id);  // NotFound
+  // The job and its unfinished descendants; refuse if any is active.
+  std::vector<JobId> doomed{id};
+  for (std::size_t i = 0; i < doomed.size(); ++i) {
+    const JobId current = doomed[i];  // bound by pointer; push_back below reallocates
+    {
+      Stmt s(db, "SELECT state FROM jobs WHERE id = ?1");
+      s.bind_id(1, current);
+      if (s.step() && static_cast<JobState>(s.i64(0)) == JobState::active)
+        throw Conflict("job " + current.str() + " is active; it can be removed once it finishes");
+    }
+    Stmt c(db, "SELECT id FROM jobs WHERE parent = ?1 AND state NOT IN (3, 5, 6, 7)");
+    c.bind_id(1, current);
+    while (c.step()) doomed.push_back(c.id(0));
+  }
+  for (const JobId& d : doomed) erase_job(db, d, now_ms, ev);
+}
+
+void do_retry(Db& db, const JobId& id, std::int64_t now_ms, EventLog& ev) {
   auto [rowid, state, queue] = locate(db, id);
-  if (state != JobState::failed && state != JobState::dead)
+  if (state != JobState::failed && state != JobState::dead && state != JobState::expired &&
+      state != JobState::cancelled)
     throw Conflict("job " + id.str() + " is " + std::string(to_string(state)) +
-                   "; only failed or dead jobs can be retried");
+                   "; only failed, dead, expired or cancelled jobs can be retried");
   Stmt s(db,
          "UPDATE jobs SET state = 0, attempts_made = 0, stalls = 0, run_at_ms = ?1, "
-         "finished_ms = 0 WHERE rowid = ?2");
+         "finished_ms = 0, ttl_ms = 0, expires_ms = 0 WHERE rowid = ?2");
   s.bind(1, now_ms).bind(2, rowid).run();
   db.count(queue, state, -1);
   db.count(queue, JobState::waiting, 1);
+  ev.add(EventType::waiting, queue, id, now_ms);
 }
 
 void do_set_paused(Db& db, const std::string& queue, bool paused) {
@@ -1083,6 +1473,339 @@ void do_set_paused(Db& db, const std::string& queue, bool paused) {
          "INSERT INTO queues(name, paused) VALUES(?1, ?2) "
          "ON CONFLICT(name) DO UPDATE SET paused = excluded.paused");
   s.bind_text(1, queue).bind(2, paused ? 1 : 0).run();
+}
+
+// ----- issue 4: TTL, cancel, progress, logs, flows, housekeeping, limits,
+// repeatables, events
+
+std::vector<JobId> do_expire_due(Db& db, std::int64_t now_ms, EventLog& ev) {
+  std::vector<std::pair<std::int64_t, Job>> due;
+  {
+    Stmt s(db,
+           "SELECT rowid, " ASYNCMQ_JOB_COLS " FROM jobs WHERE expires_ms > 0 AND expires_ms <= ?1 "
+           "AND state IN (0, 1) ORDER BY id");
+    s.bind(1, now_ms);
+    while (s.step()) due.emplace_back(s.i64(0), read_job(s, 1));
+  }
+  std::vector<JobId> out;
+  for (auto& [rowid, j] : due) {
+    expire_row(db, rowid, j, now_ms, ev);
+    out.push_back(j.id);
+  }
+  // Keep the event log bounded; this runs on every maintenance pass.
+  Stmt t(db, "DELETE FROM events WHERE seq <= (SELECT max(seq) FROM events) - ?1");
+  t.bind(1, kEventRetention).run();
+  return out;
+}
+
+JobState do_cancel(Db& db, const JobId& id, std::int64_t now_ms, EventLog& ev) {
+  std::optional<Job> j = do_get(db, id);
+  if (!j) throw NotFound("job " + id.str() + " not found");
+  if (is_final(j->state))
+    throw Conflict("job " + id.str() + " is already " + std::string(to_string(j->state)));
+  if (j->state == JobState::active) {
+    Stmt s(db, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1");
+    s.bind_id(1, id).run();
+    return JobState::active;
+  }
+  Stmt s(db, "UPDATE jobs SET state = 7, finished_ms = ?1, expires_ms = 0 WHERE id = ?2");
+  s.bind(1, now_ms).bind_id(2, id).run();
+  db.count(j->queue, j->state, -1);
+  db.count(j->queue, JobState::cancelled, 1);
+  ev.add(EventType::cancelled, j->queue, id, now_ms);
+  if (!j->parent.is_nil())
+    child_ended(db, id, j->parent, j->on_failure, JobState::cancelled, false, now_ms, ev);
+  return JobState::cancelled;
+}
+
+// The queue of the job if it is active under `lease`.
+std::optional<std::string> leased_queue(Db& db, const LeaseRef& lease) {
+  Stmt s(db, "SELECT queue FROM jobs WHERE id = ?1 AND state = 2 AND lease_token = ?2");
+  s.bind_id(1, lease.id).bind(2, static_cast<std::int64_t>(lease.token));
+  if (!s.step()) return std::nullopt;
+  return s.str(0);
+}
+
+bool do_set_progress(Db& db, const LeaseRef& lease, const std::string& progress,
+                     std::int64_t now_ms, EventLog& ev) {
+  auto queue = leased_queue(db, lease);
+  if (!queue) return false;
+  Stmt s(db, "UPDATE jobs SET progress = ?1 WHERE id = ?2");
+  s.bind_blob(1, progress).bind_id(2, lease.id).run();
+  ev.add(EventType::progress, *queue, lease.id, now_ms, progress);
+  return true;
+}
+
+bool do_append_logs(Db& db, const LeaseRef& lease, const std::vector<LogLine>& lines) {
+  if (!leased_queue(db, lease)) return false;
+  for (const LogLine& l : lines) {
+    Stmt s(db, "INSERT INTO logs(job, time_ms, text) VALUES(?1, ?2, ?3)");
+    s.bind_id(1, lease.id).bind(2, l.time_ms).bind_blob(3, l.text).run();
+  }
+  return true;
+}
+
+std::vector<LogLine> do_logs(Db& db, const JobId& id, std::size_t limit) {
+  std::vector<LogLine> out;
+  Stmt s(db, "SELECT time_ms, text FROM logs WHERE job = ?1 ORDER BY rowid LIMIT ?2");
+  s.bind_id(1, id).bind(2, static_cast<std::int64_t>(limit));
+  while (s.step()) out.push_back({s.i64(0), s.str(1)});
+  return out;
+}
+
+std::vector<Job> do_children(Db& db, const JobId& parent) {
+  std::vector<Job> out;
+  Stmt s(db, "SELECT " ASYNCMQ_JOB_COLS " FROM jobs WHERE parent = ?1 ORDER BY id");
+  s.bind_id(1, parent);
+  while (s.step()) out.push_back(read_job(s));
+  return out;
+}
+
+std::vector<JobId> do_clean(Db& db, const std::string& queue, JobState state,
+                            std::int64_t before_ms, std::size_t limit, std::int64_t now_ms,
+                            EventLog& ev) {
+  std::vector<JobId> ids;
+  {
+    Stmt s(db, is_final(state)
+                   ? "SELECT id FROM jobs WHERE queue = ?1 AND state = ?2 AND finished_ms < ?3 "
+                     "ORDER BY finished_ms, id LIMIT ?4"
+                   : "SELECT id FROM jobs WHERE queue = ?1 AND state = ?2 AND created_ms < ?3 "
+                     "ORDER BY created_ms, id LIMIT ?4");
+    s.bind_text(1, queue).bind(2, static_cast<int>(state)).bind(3, before_ms)
+        .bind(4, static_cast<std::int64_t>(limit));
+    while (s.step()) ids.push_back(s.id(0));
+  }
+  for (const JobId& id : ids) erase_job(db, id, now_ms, ev);
+  return ids;
+}
+
+std::size_t do_drain(Db& db, const std::string& queue, std::int64_t now_ms, EventLog& ev) {
+  std::vector<JobId> ids;
+  {
+    Stmt s(db,
+           "SELECT id FROM jobs WHERE queue = ?1 AND state IN (0, 1) AND parent IS NULL AND "
+           "children = 0");
+    s.bind_text(1, queue);
+    while (s.step()) ids.push_back(s.id(0));
+  }
+  for (const JobId& id : ids) erase_job(db, id, now_ms, ev);
+  return ids.size();
+}
+
+std::size_t do_obliterate(Db& db, const std::string& queue, bool force) {
+  if (!force) {
+    Stmt s(db, "SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 2");
+    s.bind_text(1, queue);
+    if (s.step() && s.i64(0) > 0)
+      throw Conflict("queue " + queue + " has " + std::to_string(s.i64(0)) +
+                     " active jobs; stop its workers first or force");
+  }
+  {
+    Stmt d(db, "DELETE FROM logs WHERE job IN (SELECT id FROM jobs WHERE queue = ?1)");
+    d.bind_text(1, queue).run();
+  }
+  std::size_t n;
+  {
+    Stmt d(db, "DELETE FROM jobs WHERE queue = ?1");
+    d.bind_text(1, queue).run();
+    n = static_cast<std::size_t>(sqlite3_changes(db.handle()));
+  }
+  for (const char* sql : {"DELETE FROM idempotency WHERE queue = ?1",
+                          "DELETE FROM counts WHERE queue = ?1", "DELETE FROM queues WHERE name = ?1",
+                          "DELETE FROM limits WHERE queue = ?1",
+                          "DELETE FROM limiter_log WHERE queue = ?1",
+                          "DELETE FROM repeatables WHERE queue = ?1"}) {
+    Stmt d(db, sql);
+    d.bind_text(1, queue).run();
+  }
+  return n;
+}
+
+void do_set_rate_limit(Db& db, const std::string& queue, const RateLimit& l) {
+  if (l.max == 0) {
+    Stmt d(db, "DELETE FROM limits WHERE queue = ?1");
+    d.bind_text(1, queue).run();
+    Stmt d2(db, "DELETE FROM limiter_log WHERE queue = ?1");
+    d2.bind_text(1, queue).run();
+    return;
+  }
+  Stmt s(db,
+         "INSERT INTO limits(queue, max, interval_ms) VALUES(?1, ?2, ?3) ON CONFLICT(queue) DO "
+         "UPDATE SET max = excluded.max, interval_ms = excluded.interval_ms");
+  s.bind_text(1, queue).bind(2, l.max).bind(3, l.interval_ms).run();
+  Stmt q(db, "INSERT OR IGNORE INTO queues(name, paused) VALUES(?1, 0)");
+  q.bind_text(1, queue).run();
+}
+
+std::int64_t do_rate_limited_until(Db& db, const std::string& queue, std::int64_t now_ms) {
+  RateLimit l = read_limit(db, queue);
+  if (l.max <= 0) return 0;
+  std::int64_t oldest = 0;
+  if (allowance(db, queue, l, now_ms, false, &oldest) > 0) return 0;
+  return oldest > 0 ? std::max(oldest + l.interval_ms, now_ms + 1) : now_ms + l.interval_ms;
+}
+
+// Repeatable options travel as a small JSON object (inspectable in the shell).
+std::string options_to_json(const JobOptions& o) {
+  boost::json::object v;
+  v["priority"] = o.priority;
+  v["attempts"] = o.attempts;
+  v["backoff_kind"] = static_cast<int>(o.backoff.kind);
+  v["backoff_delay_ms"] = o.backoff.delay_ms;
+  v["backoff_max_delay_ms"] = o.backoff.max_delay_ms;
+  v["backoff_jitter"] = o.backoff.jitter;
+  v["timeout_ms"] = o.timeout_ms;
+  v["lifo"] = o.lifo;
+  v["ttl_ms"] = o.ttl_ms;
+  v["subject"] = o.subject;
+  return boost::json::serialize(v);
+}
+
+JobOptions options_from_json(std::string_view text) {
+  JobOptions o;
+  boost::system::error_code ec;
+  auto v = boost::json::parse(text, ec);
+  if (ec || !v.is_object()) throw IntegrityError("stored repeatable options are not valid JSON");
+  const auto& obj = v.as_object();
+  auto num = [&](const char* k) -> std::int64_t {
+    auto* p = obj.if_contains(k);
+    return p && p->is_int64() ? p->as_int64() : 0;
+  };
+  o.priority = static_cast<std::int32_t>(num("priority"));
+  o.attempts = static_cast<std::int32_t>(num("attempts"));
+  o.backoff.kind = static_cast<Backoff::Kind>(num("backoff_kind"));
+  o.backoff.delay_ms = num("backoff_delay_ms");
+  o.backoff.max_delay_ms = num("backoff_max_delay_ms");
+  if (auto* p = obj.if_contains("backoff_jitter"); p && p->is_number())
+    o.backoff.jitter = p->to_number<double>();
+  o.timeout_ms = num("timeout_ms");
+  if (auto* p = obj.if_contains("lifo"); p && p->is_bool()) o.lifo = p->as_bool();
+  o.ttl_ms = num("ttl_ms");
+  if (auto* p = obj.if_contains("subject"); p && p->is_string()) o.subject = p->as_string().c_str();
+  return o;
+}
+
+#define ASYNCMQ_REPEAT_COLS                                                                  \
+  "queue, name, task, payload, options, cron, time_zone, every_ms, catch_up, paused, "      \
+  "next_fire_ms, last_fire_ms, created_ms"
+
+Repeatable read_repeatable(const Stmt& s) {
+  Repeatable r;
+  r.queue = s.str(0);
+  r.name = s.str(1);
+  r.task = s.str(2);
+  r.payload = s.str(3);
+  r.options = options_from_json(s.view(4));
+  r.cron = s.str(5);
+  r.time_zone = s.str(6);
+  r.every_ms = s.i64(7);
+  r.catch_up = s.i64(8) != 0;
+  r.paused = s.i64(9) != 0;
+  r.next_fire_ms = s.i64(10);
+  r.last_fire_ms = s.i64(11);
+  r.created_ms = s.i64(12);
+  return r;
+}
+
+void do_upsert_repeatable(Db& db, const Repeatable& r) {
+  Stmt s(db, "INSERT OR REPLACE INTO repeatables(" ASYNCMQ_REPEAT_COLS
+             ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
+  std::string options = options_to_json(r.options);
+  s.bind_text(1, r.queue).bind_text(2, r.name).bind_text(3, r.task).bind_blob(4, r.payload)
+      .bind_text(5, options).bind_text(6, r.cron).bind_text(7, r.time_zone).bind(8, r.every_ms)
+      .bind(9, r.catch_up ? 1 : 0).bind(10, r.paused ? 1 : 0).bind(11, r.next_fire_ms)
+      .bind(12, r.last_fire_ms).bind(13, r.created_ms).run();
+  Stmt q(db, "INSERT OR IGNORE INTO queues(name, paused) VALUES(?1, 0)");
+  q.bind_text(1, r.queue).run();
+}
+
+[[noreturn]] void repeatable_not_found(std::string_view queue, std::string_view name) {
+  throw NotFound("repeatable " + std::string(name) + " not found in queue " + std::string(queue));
+}
+
+void do_remove_repeatable(Db& db, const std::string& queue, const std::string& name) {
+  Stmt s(db, "DELETE FROM repeatables WHERE queue = ?1 AND name = ?2");
+  s.bind_text(1, queue).bind_text(2, name).run();
+  if (sqlite3_changes(db.handle()) == 0) repeatable_not_found(queue, name);
+}
+
+void do_set_repeatable_paused(Db& db, const std::string& queue, const std::string& name,
+                              bool paused) {
+  Stmt s(db, "UPDATE repeatables SET paused = ?1 WHERE queue = ?2 AND name = ?3");
+  s.bind(1, paused ? 1 : 0).bind_text(2, queue).bind_text(3, name).run();
+  if (sqlite3_changes(db.handle()) == 0) repeatable_not_found(queue, name);
+}
+
+std::vector<Repeatable> do_repeatables(Db& db, const std::string& queue) {
+  std::vector<Repeatable> out;
+  Stmt s(db, "SELECT " ASYNCMQ_REPEAT_COLS " FROM repeatables WHERE ?1 = '' OR queue = ?1 "
+             "ORDER BY queue, name");
+  s.bind_text(1, queue);
+  while (s.step()) out.push_back(read_repeatable(s));
+  return out;
+}
+
+bool do_fire_repeatable(Db& db, const std::string& queue, const std::string& name,
+                        std::int64_t expected, std::int64_t next, const Job& job, EventLog& ev) {
+  {
+    Stmt s(db,
+           "UPDATE repeatables SET next_fire_ms = ?1, last_fire_ms = ?2 WHERE queue = ?3 AND "
+           "name = ?4 AND paused = 0 AND next_fire_ms = ?2");
+    s.bind(1, next).bind(2, expected).bind_text(3, queue).bind_text(4, name).run();
+    if (sqlite3_changes(db.handle()) == 0) return false;
+  }
+  std::vector<Job> batch{job};
+  do_enqueue(db, batch, ev);
+  return true;
+}
+
+std::vector<Event> do_read_events(Db& db, std::int64_t after_seq, std::size_t limit) {
+  std::vector<Event> out;
+  auto expand = [&](const Stmt& s, std::int64_t skip_through) {
+    std::int64_t rowid = s.i64(0);
+    std::string_view jobs = s.view(4);
+    std::size_t n = jobs.size() / 16;
+    for (std::size_t i = 0; i < n; ++i) {
+      std::int64_t seq = rowid * kIdsPerRow + static_cast<std::int64_t>(i);
+      if (seq <= skip_through) continue;
+      Event e;
+      e.seq = seq;
+      e.time_ms = s.i64(1);
+      e.type = static_cast<EventType>(s.i64(2));
+      e.queue = s.str(3);
+      std::array<std::uint8_t, 16> b{};
+      std::memcpy(b.data(), jobs.data() + 16 * i, 16);
+      e.job = JobId(b);
+      e.detail = s.str(5);
+      out.push_back(std::move(e));
+    }
+  };
+  if (after_seq < 0) {
+    // The newest rows holding at least `limit` events, then the tail of them.
+    std::vector<Event> all;
+    {
+      Stmt s(db, "SELECT seq, time_ms, type, queue, jobs, detail FROM events ORDER BY seq DESC "
+                 "LIMIT ?1");
+      s.bind(1, static_cast<std::int64_t>(limit));
+      std::vector<std::vector<Event>> rows;
+      while (s.step()) {
+        out.clear();
+        expand(s, -1);
+        rows.push_back(std::move(out));
+      }
+      out.clear();
+      for (auto it = rows.rbegin(); it != rows.rend(); ++it)
+        for (auto& e : *it) all.push_back(std::move(e));
+    }
+    if (all.size() > limit) all.erase(all.begin(), all.end() - static_cast<std::ptrdiff_t>(limit));
+    return all;
+  }
+  Stmt s(db, "SELECT seq, time_ms, type, queue, jobs, detail FROM events WHERE seq >= ?1 "
+             "ORDER BY seq LIMIT ?2");
+  s.bind(1, after_seq / kIdsPerRow).bind(2, static_cast<std::int64_t>(limit));
+  while (s.step() && out.size() < limit) expand(s, after_seq);
+  if (out.size() > limit) out.resize(limit);
+  return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -1168,7 +1891,7 @@ bool do_checkpoint_truncate(Db& db) {
 class SqliteBackend final : public Backend {
  public:
   SqliteBackend(const SqliteOptions& o, Env& env)
-      : display_(o.uri_for_display.empty() ? "sqlite://" + o.path : o.uri_for_display) {
+      : env_(env), display_(o.uri_for_display.empty() ? "sqlite://" + o.path : o.uri_for_display) {
     auto wdb = std::make_unique<Db>(o.path, o.busy_timeout_ms);
     open_store(*wdb, env);
     configure(*wdb, o.sync_full);
@@ -1185,26 +1908,39 @@ class SqliteBackend final : public Backend {
     busy_timeout_ms_ = o.busy_timeout_ms;
   }
 
-  awaitable<void> enqueue(std::vector<Job> jobs) override {
-    return run_on<void>(*writer_, [jobs = std::move(jobs)](Db& db) { do_enqueue(db, jobs); });
+  awaitable<std::vector<JobId>> enqueue(std::vector<Job> jobs) override {
+    return run_on<std::vector<JobId>>(*writer_, [jobs = std::move(jobs)](Db& db) {
+      EventLog ev;
+      auto ids = do_enqueue(db, jobs, ev);
+      ev.write(db);
+      return ids;
+    });
   }
 
   awaitable<std::vector<Job>> claim(const ClaimRequest& request) override {
-    return run_on<std::vector<Job>>(*writer_,
-                                    [r = request](Db& db) { return do_claim(db, r); });
+    return run_on<std::vector<Job>>(*writer_, [r = request](Db& db) {
+      EventLog ev;
+      auto jobs = do_claim(db, r, ev);
+      ev.write(db);
+      return jobs;
+    });
   }
 
-  awaitable<std::vector<bool>> heartbeat(std::vector<LeaseRef> leases,
-                                         std::int64_t expires_ms) override {
-    return run_on<std::vector<bool>>(*writer_,
-                                     [leases = std::move(leases), expires_ms](Db& db) {
-                                       return do_heartbeat(db, leases, expires_ms);
-                                     });
+  awaitable<std::vector<LeaseStatus>> heartbeat(std::vector<LeaseRef> leases,
+                                                std::int64_t expires_ms) override {
+    return run_on<std::vector<LeaseStatus>>(*writer_,
+                                            [leases = std::move(leases), expires_ms](Db& db) {
+                                              return do_heartbeat(db, leases, expires_ms);
+                                            });
   }
 
   awaitable<std::vector<bool>> finish(std::vector<Outcome> outcomes) override {
-    return run_on<std::vector<bool>>(
-        *writer_, [o = std::move(outcomes)](Db& db) { return do_finish(db, o); });
+    return run_on<std::vector<bool>>(*writer_, [o = std::move(outcomes)](Db& db) {
+      EventLog ev;
+      auto ok = do_finish(db, o, ev);
+      ev.write(db);
+      return ok;
+    });
   }
 
   awaitable<std::size_t> promote_due(std::int64_t now_ms) override {
@@ -1214,7 +1950,10 @@ class SqliteBackend final : public Backend {
 
   awaitable<ReclaimResult> reclaim_expired(std::int64_t now_ms, int max_stalls) override {
     return run_on<ReclaimResult>(*writer_, [now_ms, max_stalls](Db& db) {
-      return do_reclaim(db, now_ms, max_stalls);
+      EventLog ev;
+      auto r = do_reclaim(db, now_ms, max_stalls, ev);
+      ev.write(db);
+      return r;
     });
   }
 
@@ -1236,11 +1975,19 @@ class SqliteBackend final : public Backend {
   }
 
   awaitable<void> remove(const JobId& id) override {
-    return run_on<void>(*writer_, [id](Db& db) { do_remove(db, id); });
+    return run_on<void>(*writer_, [id, now = env_.now_ms()](Db& db) {
+      EventLog ev;
+      do_remove(db, id, now, ev);
+      ev.write(db);
+    });
   }
 
   awaitable<void> retry(const JobId& id, std::int64_t now_ms) override {
-    return run_on<void>(*writer_, [id, now_ms](Db& db) { do_retry(db, id, now_ms); });
+    return run_on<void>(*writer_, [id, now_ms](Db& db) {
+      EventLog ev;
+      do_retry(db, id, now_ms, ev);
+      ev.write(db);
+    });
   }
 
   awaitable<void> set_paused(std::string_view queue, bool paused) override {
@@ -1251,6 +1998,137 @@ class SqliteBackend final : public Backend {
 
   awaitable<bool> is_paused(std::string_view queue) override {
     return run_on<bool>(*reader_, [q = std::string(queue)](Db& db) { return paused(db, q); });
+  }
+
+  awaitable<std::vector<JobId>> expire_due(std::int64_t now_ms) override {
+    return run_on<std::vector<JobId>>(*writer_, [now_ms](Db& db) {
+      EventLog ev;
+      auto ids = do_expire_due(db, now_ms, ev);
+      ev.write(db);
+      return ids;
+    });
+  }
+
+  awaitable<JobState> cancel(const JobId& id, std::int64_t now_ms) override {
+    return run_on<JobState>(*writer_, [id, now_ms](Db& db) {
+      EventLog ev;
+      auto st = do_cancel(db, id, now_ms, ev);
+      ev.write(db);
+      return st;
+    });
+  }
+
+  awaitable<bool> set_progress(LeaseRef lease, std::string progress,
+                               std::int64_t now_ms) override {
+    return run_on<bool>(*writer_, [lease, p = std::move(progress), now_ms](Db& db) {
+      EventLog ev;
+      bool ok = do_set_progress(db, lease, p, now_ms, ev);
+      ev.write(db);
+      return ok;
+    });
+  }
+
+  awaitable<bool> append_logs(LeaseRef lease, std::vector<LogLine> lines) override {
+    return run_on<bool>(*writer_, [lease, l = std::move(lines)](Db& db) {
+      return do_append_logs(db, lease, l);
+    });
+  }
+
+  awaitable<std::vector<LogLine>> logs(const JobId& id, std::size_t limit) override {
+    check_limit("log limit", limit, 10000);
+    return run_on<std::vector<LogLine>>(*reader_,
+                                        [id, limit](Db& db) { return do_logs(db, id, limit); });
+  }
+
+  awaitable<std::vector<Job>> children(const JobId& parent) override {
+    return run_on<std::vector<Job>>(*reader_, [parent](Db& db) { return do_children(db, parent); });
+  }
+
+  awaitable<std::vector<JobId>> clean(std::string_view queue, JobState state,
+                                      std::int64_t before_ms, std::size_t limit) override {
+    check_limit("clean limit", limit, 10000);
+    if (state == JobState::active)
+      throw InvalidArgument("active jobs cannot be cleaned; cancel them first");
+    return run_on<std::vector<JobId>>(
+        *writer_, [q = std::string(queue), state, before_ms, limit, now = env_.now_ms()](Db& db) {
+          EventLog ev;
+          auto ids = do_clean(db, q, state, before_ms, limit, now, ev);
+          ev.write(db);
+          return ids;
+        });
+  }
+
+  awaitable<std::size_t> drain(std::string_view queue) override {
+    return run_on<std::size_t>(*writer_, [q = std::string(queue), now = env_.now_ms()](Db& db) {
+      EventLog ev;
+      auto n = do_drain(db, q, now, ev);
+      ev.write(db);
+      return n;
+    });
+  }
+
+  awaitable<std::size_t> obliterate(std::string_view queue, bool force) override {
+    return run_on<std::size_t>(*writer_, [q = std::string(queue), force](Db& db) {
+      return do_obliterate(db, q, force);
+    });
+  }
+
+  awaitable<void> set_rate_limit(std::string_view queue, RateLimit limit) override {
+    validate_limit(limit);
+    return run_on<void>(*writer_, [q = std::string(queue), limit](Db& db) {
+      do_set_rate_limit(db, q, limit);
+    });
+  }
+
+  awaitable<RateLimit> rate_limit(std::string_view queue) override {
+    return run_on<RateLimit>(*reader_, [q = std::string(queue)](Db& db) { return read_limit(db, q); });
+  }
+
+  awaitable<std::int64_t> rate_limited_until(std::string_view queue, std::int64_t now_ms) override {
+    return run_on<std::int64_t>(*reader_, [q = std::string(queue), now_ms](Db& db) {
+      return do_rate_limited_until(db, q, now_ms);
+    });
+  }
+
+  awaitable<void> upsert_repeatable(Repeatable r) override {
+    return run_on<void>(*writer_, [r = std::move(r)](Db& db) { do_upsert_repeatable(db, r); });
+  }
+
+  awaitable<void> remove_repeatable(std::string_view queue, std::string_view name) override {
+    return run_on<void>(*writer_, [q = std::string(queue), n = std::string(name)](Db& db) {
+      do_remove_repeatable(db, q, n);
+    });
+  }
+
+  awaitable<void> set_repeatable_paused(std::string_view queue, std::string_view name,
+                                        bool paused) override {
+    return run_on<void>(*writer_, [q = std::string(queue), n = std::string(name), paused](Db& db) {
+      do_set_repeatable_paused(db, q, n, paused);
+    });
+  }
+
+  awaitable<std::vector<Repeatable>> repeatables(std::string_view queue) override {
+    return run_on<std::vector<Repeatable>>(
+        *reader_, [q = std::string(queue)](Db& db) { return do_repeatables(db, q); });
+  }
+
+  awaitable<bool> fire_repeatable(std::string_view queue, std::string_view name,
+                                  std::int64_t expected_fire_ms, std::int64_t next_fire_ms,
+                                  Job job) override {
+    return run_on<bool>(*writer_, [q = std::string(queue), n = std::string(name),
+                                   expected_fire_ms, next_fire_ms, j = std::move(job)](Db& db) {
+      EventLog ev;
+      bool fired = do_fire_repeatable(db, q, n, expected_fire_ms, next_fire_ms, j, ev);
+      ev.write(db);
+      return fired;
+    });
+  }
+
+  awaitable<std::vector<Event>> read_events(std::int64_t after_seq, std::size_t limit) override {
+    check_limit("event limit", limit, 10000);
+    return run_on<std::vector<Event>>(*reader_, [after_seq, limit](Db& db) {
+      return do_read_events(db, after_seq, limit);
+    });
   }
 
   std::string describe() const override { return display_; }
@@ -1297,6 +2175,7 @@ class SqliteBackend final : public Backend {
   std::unique_ptr<Lane> maintenance_;  // created by the first purge
 
  private:
+  Env& env_;
   std::string display_;
   // Declared last: destroyed first, draining their queues and joining.
   std::unique_ptr<Lane> writer_;

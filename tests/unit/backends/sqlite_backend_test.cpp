@@ -302,7 +302,7 @@ TEST_F(SqliteBackendTest, ConcurrentSingleEnqueuesFromCoroutinesAllSucceed) {
   int done = 0;
   std::vector<std::exception_ptr> errors;
   for (int i = 0; i < kCoroutines; ++i) {
-    boost::asio::co_spawn(io, b->enqueue({make_job()}), [&](std::exception_ptr e) {
+    boost::asio::co_spawn(io, b->enqueue({make_job()}), [&](std::exception_ptr e, const std::vector<JobId>&) {
       if (e) errors.push_back(e);
       ++done;
     });
@@ -322,7 +322,7 @@ TEST_F(SqliteBackendTest, AFailingOpInAGroupDoesNotBreakTheOthers) {
   boost::asio::io_context io;
   constexpr int kOthers = 100;
   int done = 0, ok = 0, conflicts = 0;
-  auto on_done = [&](std::exception_ptr e) {
+  auto on_done = [&](std::exception_ptr e, const std::vector<JobId>& = {}) {
     ++done;
     if (!e) {
       ++ok;

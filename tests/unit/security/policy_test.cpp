@@ -309,7 +309,7 @@ TEST_F(PolicyClient, WorkerClaimsAndFinishesButCannotAdd) {
   ASSERT_EQ(jobs.size(), 1u);
   std::vector<LeaseRef> leases;
   leases.push_back(LeaseRef{jobs[0].id, jobs[0].lease.token});
-  EXPECT_EQ(sync_wait(c->backend().heartbeat(leases, env_.now_ms() + 1000)), std::vector<bool>{true});
+  EXPECT_EQ(sync_wait(c->backend().heartbeat(leases, env_.now_ms() + 1000)), std::vector<LeaseStatus>{LeaseStatus::held});
   Outcome o;
   o.id = jobs[0].id;
   o.token = jobs[0].lease.token;
