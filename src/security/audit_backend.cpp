@@ -25,15 +25,28 @@ class AuditingBackend final : public core::ForwardingBackend {
   AuditingBackend(std::shared_ptr<Backend> inner, std::shared_ptr<AuditLog> log, std::string actor)
       : ForwardingBackend(std::move(inner)), log_(std::move(log)), actor_(std::move(actor)) {}
 
-  awaitable<void> enqueue(std::vector<Job> jobs) override {
+  awaitable<std::vector<JobId>> enqueue(std::vector<Job> jobs) override {
+    struct Added {
+      JobId id;
+      std::string queue, subject;
+      bool delayed;
+    };
+    std::vector<Added> added;
+    added.reserve(jobs.size());
+    for (const Job& j : jobs)
+      added.push_back(Added{j.id, j.queue, j.options.subject, j.state == JobState::delayed});
+    std::vector<JobId> ids = co_await inner().enqueue(std::move(jobs));
     std::vector<AuditEvent> events;
-    events.reserve(jobs.size());
-    for (const Job& j : jobs) {
-      events.emplace_back("added", actor_, j.id.str(), j.queue, j.options.subject,
-                          j.state == JobState::delayed ? "delayed" : "");
+    events.reserve(added.size());
+    for (std::size_t i = 0; i < added.size(); ++i) {
+      // A deduplicated add stored nothing: audited as such, naming the job that stands.
+      bool dedup = i < ids.size() && ids[i] != added[i].id;
+      events.emplace_back(dedup ? "deduplicated" : "added", actor_,
+                          dedup ? ids[i].str() : added[i].id.str(), added[i].queue,
+                          added[i].subject, added[i].delayed ? "delayed" : "");
     }
-    co_await inner().enqueue(std::move(jobs));
     log_->append(events);
+    co_return ids;
   }
 
   awaitable<std::vector<Job>> claim(const ClaimRequest& request) override {
@@ -88,9 +101,10 @@ class AuditingBackend final : public core::ForwardingBackend {
           c.actor = actor_;
         }
         if (i >= applied.size() || !applied[i]) continue;
-        const char* action = brief[i].kind == Outcome::Kind::completed ? "completed"
-                             : brief[i].kind == Outcome::Kind::retry   ? "retried"
-                                                                       : "dead";
+        const char* action = brief[i].kind == Outcome::Kind::completed   ? "completed"
+                             : brief[i].kind == Outcome::Kind::retry     ? "retried"
+                             : brief[i].kind == Outcome::Kind::cancelled ? "cancelled"
+                                                                         : "dead";
         std::string detail =
             brief[i].kind == Outcome::Kind::retry ? "run_at=" + std::to_string(brief[i].run_at_ms) : "";
         events.emplace_back(action, std::move(c.actor), brief[i].id.str(), std::move(c.queue),
@@ -138,6 +152,99 @@ class AuditingBackend final : public core::ForwardingBackend {
     co_await inner().set_paused(q, paused);
     AuditEvent e(paused ? "paused" : "resumed", actor_, "", q);
     log_->append(e);
+  }
+
+  // ----- issue 4's transitions -----
+
+  awaitable<std::vector<JobId>> expire_due(std::int64_t now_ms) override {
+    std::vector<JobId> ids = co_await inner().expire_due(now_ms);
+    std::vector<AuditEvent> events;
+    for (const JobId& id : ids) {
+      AuditEvent e = co_await describe_job(id);
+      e.action = "expired";
+      e.detail = "ttl";
+      events.push_back(std::move(e));
+    }
+    if (!events.empty()) log_->append(events);
+    co_return ids;
+  }
+
+  awaitable<JobState> cancel(const JobId& id, std::int64_t now_ms) override {
+    AuditEvent e = co_await describe_job(id);
+    JobState st = co_await inner().cancel(id, now_ms);
+    e.action = "cancelled";
+    e.detail = st == JobState::active ? "requested" : "";
+    log_->append(e);
+    co_return st;
+  }
+
+  awaitable<std::vector<JobId>> clean(std::string_view queue, JobState state,
+                                      std::int64_t before_ms, std::size_t limit) override {
+    std::string q(queue);
+    std::vector<JobId> ids = co_await inner().clean(q, state, before_ms, limit);
+    std::vector<AuditEvent> events;
+    for (const JobId& id : ids)
+      events.emplace_back("cleaned", actor_, id.str(), q, "",
+                          "state=" + std::string(to_string(state)));
+    if (!events.empty()) log_->append(events);
+    co_return ids;
+  }
+
+  awaitable<std::size_t> drain(std::string_view queue) override {
+    std::string q(queue);
+    std::size_t n = co_await inner().drain(q);
+    AuditEvent e("drained", actor_, "", q, "", "removed=" + std::to_string(n));
+    log_->append(e);
+    co_return n;
+  }
+
+  awaitable<std::size_t> obliterate(std::string_view queue, bool force) override {
+    std::string q(queue);
+    std::size_t n = co_await inner().obliterate(q, force);
+    AuditEvent e("obliterated", actor_, "", q, "", "removed=" + std::to_string(n));
+    log_->append(e);
+    co_return n;
+  }
+
+  awaitable<void> set_rate_limit(std::string_view queue, RateLimit limit) override {
+    std::string q(queue);
+    co_await inner().set_rate_limit(q, limit);
+    AuditEvent e("rate-limited", actor_, "", q, "",
+                 "max=" + std::to_string(limit.max) + " interval_ms=" +
+                     std::to_string(limit.interval_ms));
+    log_->append(e);
+  }
+
+  awaitable<void> upsert_repeatable(Repeatable r) override {
+    std::string q = r.queue;
+    std::string detail = "name=" + r.name;
+    co_await inner().upsert_repeatable(std::move(r));
+    AuditEvent e("repeatable-set", actor_, "", q, "", detail);
+    log_->append(e);
+  }
+
+  awaitable<void> remove_repeatable(std::string_view queue, std::string_view name) override {
+    std::string q(queue);
+    std::string detail = "name=" + std::string(name);
+    co_await inner().remove_repeatable(q, name);
+    AuditEvent e("repeatable-removed", actor_, "", q, "", detail);
+    log_->append(e);
+  }
+
+  awaitable<bool> fire_repeatable(std::string_view queue, std::string_view name,
+                                  std::int64_t expected_fire_ms, std::int64_t next_fire_ms,
+                                  Job job) override {
+    std::string q(queue);
+    std::string id = job.id.str();
+    std::string subject = job.options.subject;
+    std::string detail = "repeatable=" + std::string(name);
+    bool fired = co_await inner().fire_repeatable(q, name, expected_fire_ms, next_fire_ms,
+                                                  std::move(job));
+    if (fired) {
+      AuditEvent e("added", actor_, id, q, subject, detail);
+      log_->append(e);
+    }
+    co_return fired;
   }
 
  private:
