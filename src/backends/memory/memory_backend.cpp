@@ -568,6 +568,9 @@ class MemoryBackend final : public Backend {
       unlink_locked(q, j);
       active_.erase(j.id);
       q.counts[static_cast<int>(j.state)]--;
+      logs_.erase(j.id);
+      children_.erase(j.id);
+      forget_key_locked(j, 0, true);
       it = jobs_.erase(it);
       ++out.jobs;
     }

@@ -1874,6 +1874,15 @@ std::uint64_t do_purge_subject(Db& db, const std::string& subject) {
     while (s.step()) gone.emplace_back(s.str(0), static_cast<JobState>(s.i64(1)));
   }
   if (gone.empty()) return 0;
+  {
+    // The subject's log lines (sealed) and idempotency keys go with its jobs.
+    Stmt l(db, "DELETE FROM logs WHERE job IN (SELECT id FROM jobs WHERE subject = ?1 AND "
+               "subject <> x'')");
+    l.bind_blob(1, subject).run();
+    Stmt k(db, "DELETE FROM idempotency WHERE job IN (SELECT id FROM jobs WHERE subject = ?1 AND "
+               "subject <> x'')");
+    k.bind_blob(1, subject).run();
+  }
   Stmt d(db, "DELETE FROM jobs WHERE subject = ?1 AND subject <> x''");
   d.bind_blob(1, subject).run();
   for (const auto& [queue, state] : gone) db.count(queue, state, -1);
