@@ -403,14 +403,10 @@ class MemoryBackend final : public Backend {
                        " has active jobs; stop its workers first or force");
       doomed.push_back(id);
     }
+    std::int64_t now = env_.now_ms();
     for (const JobId& id : doomed) {
-      Job& j = jobs_.at(id);
       active_.erase(id);
-      if (auto c = children_.find(j.parent); c != children_.end()) std::erase(c->second, id);
-      children_.erase(id);
-      logs_.erase(id);
-      forget_key_locked(j, 0, true);
-      jobs_.erase(id);
+      erase_locked(id, now, /*keep_key=*/false);
     }
     queues_.erase(std::string(queue));
     for (auto it = repeatables_.begin(); it != repeatables_.end();)
@@ -676,8 +672,9 @@ class MemoryBackend final : public Backend {
     }
   }
 
-  // Deletes one job (not active) and what hangs off it.
-  void erase_locked(const JobId& id, std::int64_t now_ms) {
+  // Deletes one job (not active) and what hangs off it. Its idempotency key
+  // lives on for the key's window unless `keep_key` is false.
+  void erase_locked(const JobId& id, std::int64_t now_ms, bool keep_key = true) {
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return;
     Job& j = it->second;
@@ -687,7 +684,7 @@ class MemoryBackend final : public Backend {
     if (auto c = children_.find(j.parent); c != children_.end()) std::erase(c->second, id);
     children_.erase(id);
     logs_.erase(id);
-    forget_key_locked(j, now_ms, false);
+    forget_key_locked(j, now_ms, !keep_key);
     emit(EventType::removed, j, now_ms);
     jobs_.erase(it);
   }
