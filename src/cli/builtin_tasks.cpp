@@ -27,6 +27,9 @@ boost::asio::awaitable<boost::json::value> sleep_task(TaskContext& ctx) {
     // Retrying cannot fix the payload.
     throw UnrecoverableError("sleep: payload must be {\"ms\": N} with N an integer in [0, 86400000]");
   }
+  // A log line and progress, so that `job logs` and `job show` have
+  // something to show for the built-in tasks.
+  ctx.log("sleeping " + std::to_string(ms) + " ms");
   std::int64_t left = ms;
   while (left > 0) {
     if (ctx.cancelled()) throw std::runtime_error("sleep: cancelled");
@@ -35,6 +38,7 @@ boost::asio::awaitable<boost::json::value> sleep_task(TaskContext& ctx) {
     left -= slice;
   }
   if (ctx.cancelled()) throw std::runtime_error("sleep: cancelled");
+  ctx.progress(100);
   co_return boost::json::value{{"slept_ms", ms}};
 }
 

@@ -20,6 +20,7 @@
 #include <asyncmq/error.hpp>
 
 #include "cli/cli_common.hpp"
+#include "cli/cli_features.hpp"
 #include "core/uri.hpp"
 
 #include <CLI/CLI.hpp>
@@ -119,6 +120,8 @@ int run_cli(int argc, const char* const* argv, const TaskRegistry& tasks) {
   cli::add_worker_command(app, ctx);
   cli::add_bench_command(app, ctx);
   cli::add_identity_commands(app, ctx);
+  cli::add_flow_commands(app, ctx);
+  cli::add_events_commands(app, ctx);
   cli::add_identity_options(app, ctx);
   cli::add_audit_commands(app, ctx);
   cli::add_keys_commands(app, ctx);

@@ -1,4 +1,5 @@
 #include "cli/cli_common.hpp"
+#include "cli/cli_features.hpp"
 
 #include <asyncmq/error.hpp>
 #include <asyncmq/identity.hpp>
@@ -13,6 +14,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <iostream>
@@ -126,6 +128,59 @@ Protection load_protection(const Context& ctx) {
   return p;
 }
 
+std::int64_t parse_cli_duration(std::string_view what, std::string_view text) {
+  auto bad = [&](const std::string& why) {
+    return InvalidArgument(std::string(what) + ": " + why +
+                           " (expected a whole number followed by ms, s, m, h or d, e.g. 500ms, "
+                           "30s, 5m, 1h; or a number of ms)");
+  };
+  if (text.empty()) throw bad("empty duration");
+  if (text.front() == '-') throw bad("a duration must not be negative");
+  std::size_t digits = 0;
+  std::int64_t n = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') {
+    if (digits >= 12) throw bad("number too large");
+    n = n * 10 + (text[digits] - '0');
+    ++digits;
+  }
+  if (digits == 0) throw bad("'" + std::string(text.substr(0, 32)) + "' is not a duration");
+  std::string_view unit = text.substr(digits);
+  std::int64_t scale = 0;
+  if (unit.empty() || unit == "ms") scale = 1;
+  else if (unit == "s") scale = 1000;
+  else if (unit == "m") scale = 60'000;
+  else if (unit == "h") scale = 3'600'000;
+  else if (unit == "d") scale = 86'400'000;
+  else throw bad("unknown unit '" + std::string(unit.substr(0, 16)) + "'");
+  constexpr std::int64_t kTenYearsMs = 10LL * 365 * 86'400'000;
+  if (n > kTenYearsMs / scale) throw bad("over ten years");
+  return n * scale;
+}
+
+std::string read_input_file(std::string_view kind, const std::string& path, std::size_t limit) {
+  std::FILE* f = path == "-" ? stdin : std::fopen(path.c_str(), "rb");
+  if (!f) {
+    int err = errno;
+    throw InvalidArgument("cannot read " + std::string(kind) + " " + path + ": " + std::strerror(err));
+  }
+  std::string data;
+  char buf[65536];
+  while (data.size() <= limit) {
+    std::size_t n = std::fread(buf, 1, sizeof buf, f);
+    if (n == 0) break;
+    data.append(buf, n);
+  }
+  bool failed = std::ferror(f) != 0;
+  if (f != stdin) std::fclose(f);
+  if (failed) throw InvalidArgument("cannot read " + std::string(kind) + " " + path);
+  if (data.size() > limit) {
+    throw InvalidArgument(std::string(kind) + " " + path + " is over the limit of " + std::to_string(limit) +
+                              " bytes",
+                          errc::payload_too_large);
+  }
+  return data;
+}
+
 std::string format_time_ms(std::int64_t ms) {
   if (ms <= 0) return "-";
   std::time_t secs = static_cast<std::time_t>(ms / 1000);
@@ -165,6 +220,16 @@ boost::json::object job_to_json(const Job& job) {
   o["run_at_ms"] = job.run_at_ms;
   o["started_ms"] = job.started_ms;
   o["finished_ms"] = job.finished_ms;
+  o["progress"] = embed_json(job.progress);
+  o["parent"] = job.parent.is_nil() ? boost::json::value(nullptr) : boost::json::value(job.parent.str());
+  if (!job.parent.is_nil()) {
+    o["on_failure"] = job.on_failure == ChildFailure::ignore ? "ignore"
+                      : job.on_failure == ChildFailure::wait ? "wait"
+                                                             : "fail";
+  }
+  o["children"] = job.children;
+  o["pending_children"] = job.pending_children;
+  o["cancel_requested"] = job.cancel_requested;
   boost::json::object opt;
   const JobOptions& jo = job.options;
   opt["priority"] = jo.priority;
@@ -177,6 +242,8 @@ boost::json::object job_to_json(const Job& job) {
       {"jitter", jo.backoff.jitter}};
   opt["timeout_ms"] = jo.timeout_ms;
   opt["lifo"] = jo.lifo;
+  opt["ttl_ms"] = jo.ttl_ms;
+  opt["idempotency_window_ms"] = jo.idempotency_window_ms;
   opt["idempotency_key"] = jo.idempotency_key.empty() ? boost::json::value(nullptr)
                                                       : boost::json::value(jo.idempotency_key);
   // The subject is personal data (or its blind index): never shown.

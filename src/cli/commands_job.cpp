@@ -4,6 +4,8 @@
 #include <asyncmq/sync.hpp>
 
 #include "cli/cli_common.hpp"
+#include "cli/cli_features.hpp"
+#include "runtime/make_job.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -24,33 +26,10 @@ struct AddArgs {
   std::string payload_file;
   JobOptions options;
   std::string backoff_kind = "exponential";
+  std::string timeout;             // durations, parsed by parse_cli_duration
+  std::string ttl;
+  std::string idempotency_window;
 };
-
-// Reads at most limit + 1 bytes, so that an oversized file is refused without
-// reading all of it. "-" is stdin.
-std::string read_payload_file(const std::string& path, std::size_t limit) {
-  std::FILE* f = path == "-" ? stdin : std::fopen(path.c_str(), "rb");
-  if (!f) {
-    int err = errno;
-    throw InvalidArgument("cannot read payload file " + path + ": " + std::strerror(err));
-  }
-  std::string data;
-  char buf[65536];
-  while (data.size() <= limit) {
-    std::size_t n = std::fread(buf, 1, sizeof buf, f);
-    if (n == 0) break;
-    data.append(buf, n);
-  }
-  bool failed = std::ferror(f) != 0;
-  if (f != stdin) std::fclose(f);
-  if (failed) throw InvalidArgument("cannot read payload file " + path);
-  if (data.size() > limit) {
-    throw InvalidArgument("payload file " + path + " is over the limit of " +
-                              std::to_string(limit) + " bytes",
-                          errc::payload_too_large);
-  }
-  return data;
-}
 
 int do_add(const Context& ctx, AddArgs a) {
   // All input is checked before the backend is opened: nothing is created
@@ -59,19 +38,34 @@ int do_add(const Context& ctx, AddArgs a) {
   validate_name("task", a.task);
   ClientOptions limits;
   std::string text = a.payload_file.empty() ? a.payload
-                                            : read_payload_file(a.payload_file, limits.max_payload_bytes);
+                                            : read_input_file("payload file", a.payload_file, limits.max_payload_bytes);
   boost::json::value payload = parse_payload(text, limits);
   a.options.backoff.kind = a.backoff_kind == "fixed" ? Backoff::Kind::fixed : Backoff::Kind::exponential;
+  if (!a.timeout.empty()) a.options.timeout_ms = parse_cli_duration("--timeout", a.timeout);
+  if (!a.ttl.empty()) a.options.ttl_ms = parse_cli_duration("--ttl", a.ttl);
+  if (!a.idempotency_window.empty())
+    a.options.idempotency_window_ms = parse_cli_duration("--idempotency-window", a.idempotency_window);
   validate_options(a.options);
 
   auto client = open_client(ctx, Access::create);
-  Queue queue(client, a.queue);
-  // Printed only once add returned: the job is durable.
-  JobId id = sync_wait(queue.add(a.task, std::move(payload), a.options));
+  // The job is built here rather than through Queue::add so that its fresh
+  // id is known: a different id back from enqueue means the add was
+  // answered by an existing job with the same idempotency key.
+  Job job = make_job(*client, a.queue, a.task, payload, a.options, client->env().now_ms());
+  JobId fresh = job.id;
+  std::vector<Job> batch;
+  batch.push_back(std::move(job));
+  // Printed only once enqueue returned: the job is durable.
+  JobId id = sync_wait(client->backend().enqueue(std::move(batch))).at(0);
+  bool deduplicated = id != fresh;
   if (ctx.json) {
-    print_json({{"id", id.str()}, {"queue", a.queue}, {"task", a.task}});
+    print_json({{"id", id.str()}, {"queue", a.queue}, {"task", a.task}, {"deduplicated", deduplicated}});
   } else {
     std::cout << id.str() << '\n';
+    if (deduplicated) {
+      std::cerr << "deduplicated: a job with this idempotency key already stands for it; "
+                   "nothing was added\n";
+    }
   }
   return kExitOk;
 }
@@ -99,7 +93,26 @@ int do_show(const Context& ctx, const std::string& id_text) {
   row("backoff", std::string(j.options.backoff.kind == Backoff::Kind::fixed ? "fixed " : "exponential ") +
                      std::to_string(j.options.backoff.delay_ms) + " ms");
   if (j.options.timeout_ms) row("timeout", std::to_string(j.options.timeout_ms) + " ms");
-  if (!j.options.idempotency_key.empty()) row("idem. key", j.options.idempotency_key);
+  if (j.options.ttl_ms) row("ttl", std::to_string(j.options.ttl_ms) + " ms");
+  if (!j.options.idempotency_key.empty()) {
+    row("idem. key", j.options.idempotency_key +
+                         (j.options.idempotency_window_ms
+                              ? " (window " + std::to_string(j.options.idempotency_window_ms) + " ms)"
+                              : ""));
+  }
+  if (!j.parent.is_nil()) {
+    row("parent", j.parent.str() + " (on failure: " +
+                      (j.on_failure == ChildFailure::ignore ? "ignore"
+                       : j.on_failure == ChildFailure::wait ? "wait"
+                                                            : "fail") +
+                      ")");
+  }
+  if (j.children > 0) {
+    row("children", std::to_string(j.children) + " (" + std::to_string(j.pending_children) +
+                        " pending)");
+  }
+  if (!j.progress.empty()) row("progress", j.progress);
+  if (j.cancel_requested) row("cancel", "requested; the handler was asked to stop");
   row("created", format_time_ms(j.created_ms));
   row("run at", format_time_ms(j.run_at_ms));
   row("started", format_time_ms(j.started_ms));
@@ -173,6 +186,40 @@ int do_retry_or_remove(const Context& ctx, const std::string& id_text, bool retr
   return kExitOk;
 }
 
+int do_cancel(const Context& ctx, const std::string& id_text) {
+  JobId id = JobId::parse(id_text);
+  auto client = open_client(ctx, Access::must_exist);
+  JobState state = sync_wait(client->cancel(id));
+  bool cancelled = state == JobState::cancelled;
+  if (ctx.json) {
+    print_json({{"id", id.str()}, {"cancelled", cancelled}, {"stop_requested", !cancelled},
+                {"state", std::string(to_string(state))}});
+  } else if (cancelled) {
+    std::cout << "cancelled " << id.str() << '\n';
+  } else {
+    std::cout << "asked " << id.str() << " to stop (it is active; it ends cancelled if its handler stops)\n";
+  }
+  return kExitOk;
+}
+
+int do_logs(const Context& ctx, const std::string& id_text, std::size_t limit) {
+  JobId id = JobId::parse(id_text);
+  if (limit < 1 || limit > 10000) {
+    throw InvalidArgument("--limit " + std::to_string(limit) + " is outside [1, 10000]");
+  }
+  auto client = open_client(ctx, Access::must_exist);
+  if (!sync_wait(client->backend().get(id))) throw NotFound("job " + id.str() + " not found");
+  std::vector<LogLine> lines = sync_wait(client->logs(id, limit));
+  if (ctx.json) {
+    boost::json::array arr;
+    for (const auto& l : lines) arr.push_back({{"time_ms", l.time_ms}, {"text", l.text}});
+    print_json({{"id", id.str()}, {"lines", std::move(arr)}});
+    return kExitOk;
+  }
+  for (const auto& l : lines) std::cout << format_time_ms(l.time_ms) << "  " << l.text << '\n';
+  return kExitOk;
+}
+
 }  // namespace
 
 void add_job_commands(CLI::App& app, Context& ctx) {
@@ -197,7 +244,12 @@ void add_job_commands(CLI::App& app, Context& ctx) {
   add->add_option("--backoff-delay", o.backoff.delay_ms, "base wait before a retry, ms (default 1000)");
   add->add_option("--backoff-max", o.backoff.max_delay_ms, "longest wait before a retry, ms (default 3600000)");
   add->add_option("--jitter", o.backoff.jitter, "0..1: random share taken off each wait (default 0.2)");
-  add->add_option("--timeout", o.timeout_ms, "per-attempt time limit, ms (0: none)");
+  add->add_option("--timeout", add_args->timeout,
+                  "per-attempt time limit: 500ms, 30s, 5m, 1h, or ms (default 0: none)");
+  add->add_option("--ttl", add_args->ttl,
+                  "expire the job if not started within this long of being added (default: never)");
+  add->add_option("--idempotency-window", add_args->idempotency_window,
+                  "keep deduplicating this long after the job finished (needs --idempotency-key)");
   add->add_flag("--lifo", o.lifo, "take before other waiting jobs of the same priority");
   add->add_option("--idempotency-key", o.idempotency_key, "deduplication key (at most 256 bytes)");
   add->add_option("--subject", o.subject, "data subject id, for erasure (never printed)");
@@ -214,7 +266,8 @@ void add_job_commands(CLI::App& app, Context& ctx) {
   auto* list = job->add_subcommand("list", "list a queue's jobs in one state, oldest first");
   list->add_option("queue", list_args->queue, "queue name")->required();
   list->add_option("--state", list_args->state,
-                   "waiting, delayed, active, completed, failed or dead (default waiting)");
+                   "waiting, delayed, active, completed, failed, dead, expired, cancelled or "
+                   "waiting-children (default waiting)");
   list->add_option("--limit", list_args->limit, "at most this many, 1..1000 (default 50)");
   list->add_option("--after", list_args->after, "start after this job id (the 'more:' cursor)");
   list->callback([&ctx, list_args] { ctx.action = [&ctx, list_args] { return do_list(ctx, *list_args); }; });
@@ -225,6 +278,25 @@ void add_job_commands(CLI::App& app, Context& ctx) {
   retry->add_option("id", *retry_id, "job id")->required();
   retry->callback([&ctx, retry_id] {
     ctx.action = [&ctx, retry_id] { return do_retry_or_remove(ctx, *retry_id, true); };
+  });
+
+  // cancel
+  auto cancel_id = std::make_shared<std::string>();
+  auto* cancel = job->add_subcommand(
+      "cancel", "cancel a job: a waiting one at once, an active one is asked to stop");
+  cancel->add_option("id", *cancel_id, "job id")->required();
+  cancel->callback([&ctx, cancel_id] {
+    ctx.action = [&ctx, cancel_id] { return do_cancel(ctx, *cancel_id); };
+  });
+
+  // logs
+  auto logs_id = std::make_shared<std::string>();
+  auto logs_limit = std::make_shared<std::size_t>(1000);
+  auto* logs = job->add_subcommand("logs", "the log lines a job's handler wrote, oldest first");
+  logs->add_option("id", *logs_id, "job id")->required();
+  logs->add_option("--limit", *logs_limit, "at most this many lines, 1..10000 (default 1000)");
+  logs->callback([&ctx, logs_id, logs_limit] {
+    ctx.action = [&ctx, logs_id, logs_limit] { return do_logs(ctx, *logs_id, *logs_limit); };
   });
 
   // remove

@@ -1,0 +1,85 @@
+// `asyncmq events tail [QUEUE]`: prints the backend's event log live, from
+// any process (Backend::read_events), one line per event (`--json`: one
+// JSON object per line).
+//
+// It polls: the event log is a table, not a push channel, so the poll
+// interval bounds the delay. Time goes through Env (sleep_for), like every
+// wait in asyncmq.
+#include <asyncmq/error.hpp>
+#include <asyncmq/sync.hpp>
+
+#include "cli/cli_common.hpp"
+#include "cli/cli_features.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <boost/json.hpp>
+
+#include <iostream>
+#include <memory>
+
+namespace asyncmq::cli {
+namespace {
+
+struct TailArgs {
+  std::string queue;
+  bool from_start = false;
+  std::int64_t count = 0;       // stop after this many events; 0: never
+  std::int64_t poll_ms = 200;
+};
+
+int do_tail(const Context& ctx, const TailArgs& a) {
+  if (!a.queue.empty()) validate_name("queue", a.queue);
+  if (a.count < 0) throw InvalidArgument("--count must not be negative");
+  if (a.poll_ms < 10 || a.poll_ms > 60'000) {
+    throw InvalidArgument("--poll-ms " + std::to_string(a.poll_ms) + " is outside [10, 60000]");
+  }
+  auto client = open_client(ctx, Access::must_exist);
+  Backend& backend = client->backend();
+  Env& env = client->env();
+
+  std::int64_t after = 0;
+  if (!a.from_start) {
+    auto last = sync_wait(backend.read_events(-1, 1));
+    if (!last.empty()) after = last.back().seq;
+  }
+  std::int64_t printed = 0;
+  for (;;) {
+    auto events = sync_wait(backend.read_events(after, 1000));
+    for (const auto& e : events) {
+      after = e.seq;
+      if (!a.queue.empty() && e.queue != a.queue) continue;
+      if (ctx.json) {
+        print_json({{"seq", e.seq},
+                    {"time_ms", e.time_ms},
+                    {"type", std::string(to_string(e.type))},
+                    {"queue", e.queue},
+                    {"job", e.job.is_nil() ? boost::json::value(nullptr) : boost::json::value(e.job.str())},
+                    {"detail", e.detail}});
+      } else {
+        std::cout << format_time_ms(e.time_ms) << "  " << to_string(e.type) << "  " << e.queue
+                  << "  " << (e.job.is_nil() ? std::string("-") : e.job.str());
+        if (!e.detail.empty()) std::cout << "  " << ellipsize(e.detail, 200);
+        std::cout << std::endl;
+      }
+      if (a.count > 0 && ++printed >= a.count) return kExitOk;
+    }
+    if (events.size() < 1000) sync_wait(env.sleep_for(a.poll_ms));
+  }
+}
+
+}  // namespace
+
+void add_events_commands(CLI::App& app, Context& ctx) {
+  auto* events = app.add_subcommand("events", "follow what happens to jobs, from any process");
+  events->require_subcommand(1);
+  auto args = std::make_shared<TailArgs>();
+  auto* tail = events->add_subcommand("tail", "print events live (all queues when none given)");
+  tail->add_option("queue", args->queue, "only this queue's events");
+  tail->add_flag("--from-start", args->from_start, "start with the oldest event kept, not the next one");
+  tail->add_option("--count", args->count, "exit after this many events (default: run until killed)");
+  tail->add_option("--poll-ms", args->poll_ms, "how often to look for new events, ms (default 200)");
+  tail->callback([&ctx, args] { ctx.action = [&ctx, args] { return do_tail(ctx, *args); }; });
+}
+
+}  // namespace asyncmq::cli
