@@ -12,6 +12,8 @@
 #include <asyncmq/identity.hpp>
 #include <asyncmq/job.hpp>
 #include <asyncmq/queue.hpp>
+#include <asyncmq/security.hpp>
+#include <asyncmq/settings.hpp>
 #include <asyncmq/sync.hpp>
 #include <asyncmq/task.hpp>
 #include <asyncmq/worker.hpp>

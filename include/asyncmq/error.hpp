@@ -35,6 +35,8 @@ enum class errc {
   unsupported_scheme,
   invalid_uri,
   unknown_task,
+  guard_refused,  // a payload guard (size, depth, keys, card number) refused it
+  invalid_config,  // a settings file, variable or flag is malformed or unknown
   // not found
   not_found = 20,
   // conflict

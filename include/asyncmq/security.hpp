@@ -37,6 +37,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace asyncmq {
@@ -236,5 +237,119 @@ std::shared_ptr<SubjectKeyStore> make_memory_subject_key_store();
 // (then subjects' jobs are sealed under the primary key like any other).
 std::shared_ptr<Codec> make_sealing_codec(std::shared_ptr<Keyring> keys,
                                           std::shared_ptr<SubjectKeyStore> subjects);
+
+
+// ---- Guards and redaction -------------------------------------------------
+//
+// Guards check a payload at the codec seam, before it is sealed and before
+// any backend sees it, so every backend gets them for free:
+//
+//   asyncmq::GuardOptions g;                      // defaults: see GuardLimits
+//   asyncmq::GuardRule pay{"payments.*", {}};
+//   pay.limits.allow_pan = true;                  // this queue may hold PANs
+//   g.rules.push_back(pay);
+//   o.codec = asyncmq::make_guarded_codec(asyncmq::make_sealing_codec(keys), g);
+//
+// Redaction masks secrets in text that leaves the process (log lines, error
+// messages, CLI output): configured field names (`"password": "..."`,
+// `token=...`), card-like numbers, bearer tokens, JWTs, PEM private keys and
+// URI passwords. See src/security/redaction.hpp for the exact rules.
+
+// Limits for one queue. Zero means "no limit" for the numeric ones.
+struct GuardLimits {
+  // Largest payload in bytes of JSON text. ClientOptions::max_payload_bytes
+  // still applies on top (it is checked first, in Queue::add).
+  std::size_t max_payload_bytes = 0;
+  // Deepest nesting of objects and arrays; a top-level object is depth 1.
+  std::size_t max_depth = 32;
+  // Most members in any one object (a wide object costs the handler).
+  std::size_t max_keys_per_object = 10'000;
+  // Most members in all objects of the payload together.
+  std::size_t max_keys_total = 100'000;
+  // False: refuse any JSON string, number or key holding a card number
+  // (PAN): 13 to 19 digits, optionally split by single spaces or dashes,
+  // with a card issuer's prefix and length (4 Visa, 51-55/2221-2720
+  // Mastercard, 34/37 Amex, 6 Discover/UnionPay, ...; see
+  // src/security/guards.hpp), passing the Luhn check, and not glued to
+  // letters or digits on either side. A PAN inside a longer run
+  // of digit groups is found when it covers whole groups
+  // ("4111 1111 1111 1111 123" is refused; a bare 25-digit id is not).
+  bool allow_pan = false;
+};
+
+// The limits for queues whose name matches `queue_pattern`, a glob where `*`
+// matches any run of characters and `?` exactly one.
+struct GuardRule {
+  std::string queue_pattern;
+  GuardLimits limits;
+};
+
+// Which limits a queue gets: of the rules whose pattern matches its name,
+// the one with the most literal (non-wildcard) characters, the first of
+// those if several tie; `defaults` if none matches.
+struct GuardOptions {
+  GuardLimits defaults;
+  std::vector<GuardRule> rules;
+  // The limits for `queue` by the rule above.
+  const GuardLimits& limits_for(std::string_view queue) const;
+};
+
+// A payload refused by a guard. errc::guard_refused, in the invalid-input
+// group (the CLI exits 2). The message names the queue, the rule and the
+// JSON path (e.g. `$.customer.card`, `$.items[3]`), never the value; a
+// key that is itself refused is not spelled out either.
+// Thread safety: immutable after construction.
+class GuardRefused : public InvalidArgument {
+ public:
+  GuardRefused(std::string rule, std::string path, const std::string& what)
+      : InvalidArgument(what, errc::guard_refused), rule_(std::move(rule)), path_(std::move(path)) {}
+  // One of max_payload_bytes, max_depth, max_keys_per_object,
+  // max_keys_total, card_number, json (not valid JSON).
+  const std::string& rule() const noexcept { return rule_; }
+  const std::string& path() const noexcept { return path_; }
+
+ private:
+  std::string rule_;
+  std::string path_;
+};
+
+// Checks `json` (JSON text) against `limits` in one pass over the text,
+// without building a document. Throws GuardRefused at the first violation.
+// `queue` only names the queue in the message.
+void check_payload(const GuardLimits& limits, std::string_view queue, std::string_view json);
+
+// A Codec that checks every payload (Field::payload) with check_payload
+// under the queue's limits before passing it to `inner`; results and error
+// messages are not guarded, but error messages are redacted (redact_text)
+// before `inner` stores them. Decoding is `inner`'s. Lifetime: holds
+// `inner`. Thread safety: safe concurrently (the Codec contract).
+// REQUIRES: inner != nullptr.
+std::shared_ptr<Codec> make_guarded_codec(std::shared_ptr<Codec> inner, GuardOptions options = {});
+
+// The field names redacted by default: password, passwd, secret, token,
+// api_key, apikey, authorization, auth, cookie, card, card_number, pan,
+// cvv, ssn, iban, private_key and more. Matching is case-insensitive and
+// also by suffix (`user_password`, `X-Auth-Token`); names shorter than five
+// characters match as a suffix only after `_`, `-`, `.` or a lower-to-upper
+// case change (`card` masks `credit_card`, not `discard`).
+std::vector<std::string> default_redacted_fields();
+
+struct RedactionOptions {
+  // Field names whose values are masked; the defaults plus any you add.
+  std::vector<std::string> fields = default_redacted_fields();
+  // More patterns to mask: "literal:TEXT" masks TEXT wherever it appears;
+  // anything else is an ECMAScript regular expression whose matches are
+  // masked. A malformed expression: InvalidArgument naming its index.
+  std::vector<std::string> patterns;
+};
+
+// Replaces the process's redaction rules (used by logging, the guarded
+// codec's error messages and the CLI). Until it is called, the defaults
+// apply. Thread safety: safe concurrently with redact_text.
+void configure_redaction(const RedactionOptions& options);
+
+// `text` with every secret the current rules find replaced by "****".
+// Thread safety: safe concurrently.
+std::string redact_text(std::string_view text);
 
 }  // namespace asyncmq

@@ -21,6 +21,8 @@
 
 #include "cli/cli_common.hpp"
 #include "cli/cli_features.hpp"
+#include "cli/redacting_output.hpp"
+#include "core/log.hpp"
 #include "core/uri.hpp"
 
 #include <CLI/CLI.hpp>
@@ -98,6 +100,8 @@ int run_action(const cli::Action& action) {
 }  // namespace
 
 int run_cli(int argc, const char* const* argv, const TaskRegistry& tasks) {
+  // Everything printed from here on is redacted line by line.
+  cli::RedactingOutput redacting_output;
   cli::Context ctx;
   ctx.user_tasks = &tasks;
 
@@ -105,10 +109,20 @@ int run_cli(int argc, const char* const* argv, const TaskRegistry& tasks) {
   app.require_subcommand(1);
   // Global options may come before or after the subcommand.
   app.fallthrough();
-  if (const char* env = std::getenv("ASYNCMQ_BACKEND"); env && *env) ctx.backend_uri = env;
-  app.add_option("--backend", ctx.backend_uri,
+  std::string config_flag, backend_flag, log_level_flag, log_format_flag;
+  app.add_option("--config", config_flag,
+                 "settings file (env ASYNCMQ_CONFIG; default ./asyncmq.toml if present)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--backend", backend_flag,
                  "backend URI: sqlite:///./file.db, sqlite:///abs/file.db[?sync=full], memory:// "
-                 "(env ASYNCMQ_BACKEND; default sqlite:///./asyncmq.db)")
+                 "(setting backend.uri, env ASYNCMQ_BACKEND_URI or ASYNCMQ_BACKEND; default "
+                 "sqlite:///./asyncmq.db)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--log-level", log_level_flag,
+                 "debug, info, warn, error or off (setting log.level, env ASYNCMQ_LOG_LEVEL)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--log-format", log_format_flag,
+                 "text or json (setting log.format, env ASYNCMQ_LOG_FORMAT)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_flag("--json", ctx.json, "print one JSON document to stdout");
   cli::add_audit_options(app, ctx);
@@ -125,6 +139,7 @@ int run_cli(int argc, const char* const* argv, const TaskRegistry& tasks) {
   cli::add_identity_options(app, ctx);
   cli::add_audit_commands(app, ctx);
   cli::add_keys_commands(app, ctx);
+  cli::add_config_commands(app, ctx);
 
   try {
     app.parse(argc, argv);
@@ -151,6 +166,28 @@ int run_cli(int argc, const char* const* argv, const TaskRegistry& tasks) {
     print_error("no command given; run 'asyncmq --help'");
     return cli::kExitUsage;
   }
+  // Settings (flag > env > file > default), then logging and redaction by
+  // them, before any command touches a backend.
+  int loaded = run_action([&] {
+    SettingsSources sources;
+    sources.config_file = config_flag;
+    if (!backend_flag.empty()) sources.flags["backend.uri"] = {"--backend", backend_flag};
+    if (!log_level_flag.empty()) sources.flags["log.level"] = {"--log-level", log_level_flag};
+    if (!log_format_flag.empty()) sources.flags["log.format"] = {"--log-format", log_format_flag};
+    ctx.settings = load_settings(sources);
+    configure_redaction(ctx.settings.redaction());
+    core::LogConfig log;
+    log.level = core::parse_log_level(ctx.settings.log_level);
+    log.format = core::parse_log_format(ctx.settings.log_format);
+    log.file = ctx.settings.log_file;
+    core::configure_logging(log);
+    ctx.backend_uri = ctx.settings.backend_uri;
+    // security.key_file (file or ASYNCMQ_SECURITY_KEY_FILE) unless
+    // --key-file / ASYNCMQ_KEY_FILE gave one.
+    if (ctx.key_file.empty()) ctx.key_file = ctx.settings.key_file;
+    return cli::kExitOk;
+  });
+  if (loaded != cli::kExitOk) return loaded;
   cli::wrap_action_with_identity(app, ctx);
   return run_action(ctx.action);
 }

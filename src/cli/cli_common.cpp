@@ -5,6 +5,7 @@
 #include <asyncmq/identity.hpp>
 
 #include "core/uri.hpp"
+#include "security/redaction.hpp"
 
 #include <boost/json.hpp>
 
@@ -104,7 +105,8 @@ std::shared_ptr<Client> open_client(const Context& ctx, Access access, const Pro
   options.policy = ctx.policy;
   options.audit = open_audit_log(ctx);
   options.actor = ctx.principal ? ctx.principal->id() : std::string("cli");
-  options.codec = p.codec;
+  // The payload guards wrap whatever codec the keys give (sealing or plain).
+  options.codec = make_guarded_codec(p.codec ? p.codec : make_plain_codec(), ctx.settings.guards);
   return Client::open(ctx.backend_uri, Env::system(), std::move(options));
 }
 
@@ -211,8 +213,13 @@ boost::json::object job_to_json(const Job& job) {
   o["queue"] = job.queue;
   o["task"] = job.task;
   o["state"] = std::string(to_string(job.state));
+  // Redacted as JSON here (sensitive members, card numbers as numbers), so
+  // that the line-wise redaction of all output leaves valid JSON.
+  const auto redactor = security::current_redactor();
   o["payload"] = embed_json(job.payload);
+  redactor->redact_json(o["payload"]);
   o["result"] = embed_json(job.result);
+  redactor->redact_json(o["result"]);
   o["error"] = job.error.empty() ? boost::json::value(nullptr) : boost::json::value(job.error);
   o["attempts_made"] = job.attempts_made;
   o["stalls"] = job.stalls;

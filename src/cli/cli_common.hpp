@@ -16,6 +16,7 @@
 #include <asyncmq/client.hpp>
 #include <asyncmq/job.hpp>
 #include <asyncmq/security.hpp>
+#include <asyncmq/settings.hpp>
 #include <asyncmq/task.hpp>
 
 #include <boost/json/value.hpp>
@@ -42,7 +43,11 @@ using Action = std::function<int()>;
 
 // Global options and the selected action. One per run_cli call.
 struct Context {
+  // settings.backend_uri, copied once the settings are loaded.
   std::string backend_uri = "sqlite:///./asyncmq.db";
+  // The effective settings (asyncmq.toml, ASYNCMQ_* and flags), loaded by
+  // run_cli after parsing and before the action runs.
+  Settings settings;
   bool json = false;
   // The audit trail (commands_audit.cpp): empty audit_dir means none.
   std::string audit_dir;
@@ -115,6 +120,7 @@ void add_identity_options(CLI::App& app, Context& ctx);
 // worker whose principal may not claim from one of its queues is refused.
 void wrap_action_with_identity(CLI::App& app, Context& ctx);
 void add_keys_commands(CLI::App& app, Context& ctx);  // keys ..., purge
+void add_config_commands(CLI::App& app, Context& ctx);
 
 void add_audit_commands(CLI::App& app, Context& ctx);
 // The global --audit-dir, --audit-checkpoints, --audit-key options.

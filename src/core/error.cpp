@@ -16,6 +16,8 @@ class Category final : public boost::system::error_category {
       case errc::unsupported_scheme: return "unsupported backend scheme";
       case errc::invalid_uri: return "invalid URI";
       case errc::unknown_task: return "unknown task";
+      case errc::guard_refused: return "refused by a payload guard";
+      case errc::invalid_config: return "invalid configuration";
       case errc::not_found: return "not found";
       case errc::conflict: return "conflict";
       case errc::lease_lost: return "lease lost";

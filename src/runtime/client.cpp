@@ -6,6 +6,7 @@
 #include "security/policy_backend.hpp"
 
 #include "security/audit_backend.hpp"
+#include "security/redaction.hpp"
 
 #include <boost/json/stream_parser.hpp>
 
@@ -72,6 +73,8 @@ Client::Client(std::shared_ptr<Backend> backend, Env& env, ClientOptions options
       throw InvalidArgument("ClientOptions: a principal and a policy go together (got only one)");
     backend_ = security::make_policy_backend(std::move(backend_), options_.principal, options_.policy);
   }
+  // Library users get redacted log lines without configuring anything.
+  security::install_log_redaction();
 }
 
 std::shared_ptr<Client> Client::open(std::string_view uri, Env& env, ClientOptions options) {
