@@ -270,8 +270,12 @@ int do_purge(const Context& ctx, std::string subject) {
   require_admin(ctx, asyncmq::Action::purge);
   Protection p = load_protection(ctx);
   auto client = open_client(ctx, Access::must_exist, p);
+  // The sealing codec itself, not the client's: that one wraps it in the
+  // payload guards, and erase_subject destroys the subject key only through
+  // a SealingCodec.
+  Codec& codec = p.codec ? *p.codec : client->codec();
   security::ErasureReport r =
-      sync_wait(security::erase_subject(client->backend(), client->codec(), std::move(subject)));
+      sync_wait(security::erase_subject(client->backend(), codec, std::move(subject)));
   const bool key_destroyed = r.key_destroyed;
   if (ctx.json) {
     print_json({{"purged_jobs", r.jobs}, {"subject_key_destroyed", key_destroyed},

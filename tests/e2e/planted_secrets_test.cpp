@@ -8,6 +8,7 @@
 #include "security/crypto.hpp"
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
+#include "support/text_file.hpp"
 
 #include <boost/json.hpp>
 
@@ -18,24 +19,11 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 namespace asyncmq::testing {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
 
 // Every window of `min_len` bytes of `secret` found in `haystack`.
 std::vector<std::string> windows_in(const std::string& haystack, const std::string& secret,
