@@ -21,6 +21,7 @@
 #include <asyncmq/identity.hpp>
 
 #include "cli/cli_common.hpp"
+#include "security/audit_backend.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -69,9 +70,18 @@ void resolve_identity(Context& ctx) {
   ctx.policy = std::move(policy);
 }
 
-void require_admin(const Context& ctx, asyncmq::Action action) {
-  if (ctx.policy) ctx.policy->check(*ctx.principal, action, "*");
+// Denies through the policy, with the audit trail hooked first when one is
+// configured: denials decided here, before any Client exists (a worker
+// that may not claim, apikey commands, policy check), are audited like the
+// ones a Client's backend decides. The command ends with the denial, so the
+// log opened here is the only one of this process.
+void check_audited(const Context& ctx, asyncmq::Action action, std::string_view queue) {
+  if (!ctx.policy || ctx.policy->allowed(*ctx.principal, action, queue)) return;
+  if (auto log = open_audit_log(ctx)) security::audit_denials(ctx.policy, log);
+  ctx.policy->check(*ctx.principal, action, queue);
 }
+
+void require_admin(const Context& ctx, asyncmq::Action action) { check_audited(ctx, action, "*"); }
 
 std::string expiry_text(std::int64_t ms) { return ms == 0 ? "never" : format_time_ms(ms); }
 
@@ -150,7 +160,7 @@ int do_check(const Context& ctx, const CheckArgs& a) {
   auto action = action_from_string(a.action);
   if (!action) throw InvalidArgument("unknown action '" + ellipsize(a.action, 32) + "'");
   if (!ctx.policy) throw InvalidArgument("no policy configured (--policy / ASYNCMQ_POLICY)");
-  ctx.policy->check(*ctx.principal, *action, a.queue);
+  check_audited(ctx, *action, a.queue);
   if (ctx.json) {
     print_json({{"principal", ctx.principal->id()}, {"action", a.action}, {"queue", a.queue},
                 {"allowed", true}});
@@ -201,8 +211,7 @@ void wrap_action_with_identity(CLI::App& app, Context& ctx) {
   }
   ctx.action = [&ctx, inner = std::move(ctx.action), worker_queues]() {
     resolve_identity(ctx);
-    if (ctx.policy)
-      for (const auto& q : worker_queues) ctx.policy->check(*ctx.principal, asyncmq::Action::claim, q);
+    for (const auto& q : worker_queues) check_audited(ctx, asyncmq::Action::claim, q);
     return inner();
   };
 }

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include <fstream>
+#include <iterator>
 
 namespace asyncmq::testing {
 namespace {
@@ -171,6 +172,26 @@ TEST_F(IdentityCli, ApiKeyCommandsNeedAdminWhenAPolicyIsConfigured) {
   EXPECT_NE(allowed.out.find("producer-bot"), std::string::npos);
   ProcessResult bad_expiry = cli({"apikey", "create", "--name", "x", "--expires", "soon"});
   EXPECT_EQ(bad_expiry.exit_code, 2) << bad_expiry.err;
+}
+
+// Denials the CLI decides before opening the store (a worker that may not
+// claim, apikey commands) reach the audit trail like the others.
+TEST_F(IdentityCli, DeniedWorkerStartIsAudited) {
+  const std::string producer = create("producer-bot", "producer");
+  const std::string audit = dir_.file("audit");
+  ProcessResult kg = cli({"--audit-dir", audit, "audit", "keygen", "--verify-key", dir_.file("verify.key")});
+  ASSERT_EQ(kg.exit_code, 0) << kg.err;
+  expect_denied(cli({"--audit-dir", audit, "worker", "--queue", "emails"}, as(producer)),
+                "apikey:producer-bot", "claim", "emails");
+  expect_denied(cli({"--audit-dir", audit, "apikey", "list"}, as(producer)), "apikey:producer-bot",
+                "apikeys", "*");
+  std::ifstream in(audit + "/audit.log");
+  std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(log.find("denied"), std::string::npos) << log;
+  EXPECT_NE(log.find("apikey:producer-bot"), std::string::npos) << log;
+  EXPECT_NE(log.find("claim"), std::string::npos) << log;
+  EXPECT_NE(log.find("apikeys"), std::string::npos) << log;
+  EXPECT_EQ(log.find(producer), std::string::npos);
 }
 
 // A JWT (HS256, key from a JWKS file) through --token / ASYNCMQ_TOKEN.
