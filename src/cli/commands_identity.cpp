@@ -77,7 +77,9 @@ void resolve_identity(Context& ctx) {
 // log opened here is the only one of this process.
 void check_audited(const Context& ctx, asyncmq::Action action, std::string_view queue) {
   if (!ctx.policy || ctx.policy->allowed(*ctx.principal, action, queue)) return;
-  if (auto log = open_audit_log(ctx)) security::audit_denials(ctx.policy, log);
+  // The observer holds the log weakly: keep it open through the check.
+  auto log = open_audit_log(ctx);
+  if (log) security::audit_denials(ctx.policy, log);
   ctx.policy->check(*ctx.principal, action, queue);
 }
 
