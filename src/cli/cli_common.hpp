@@ -14,6 +14,7 @@
 
 #include <asyncmq/audit.hpp>
 #include <asyncmq/client.hpp>
+#include <asyncmq/identity.hpp>
 #include <asyncmq/job.hpp>
 #include <asyncmq/security.hpp>
 #include <asyncmq/settings.hpp>
@@ -119,6 +120,14 @@ void add_identity_options(CLI::App& app, Context& ctx);
 // a principal and the policy loaded (see commands_identity.cpp), and a
 // worker whose principal may not claim from one of its queues is refused.
 void wrap_action_with_identity(CLI::App& app, Context& ctx);
+// Refuses `action` on `queue` when a policy is configured and denies it,
+// hooking the audit trail (when configured) to the policy first: denials
+// the CLI decides before any Client exists (a worker that may not claim,
+// apikey, keys, purge, policy check) are counted, logged and audited like
+// the ones a Client's backend decides. No policy: allows everything.
+void check_audited(const Context& ctx, asyncmq::Action action, std::string_view queue);
+// check_audited on every queue ("*"): apikey, keys and purge are admin acts.
+void require_admin(const Context& ctx, asyncmq::Action action);
 void add_keys_commands(CLI::App& app, Context& ctx);  // keys ..., purge
 void add_config_commands(CLI::App& app, Context& ctx);
 

@@ -70,21 +70,6 @@ void resolve_identity(Context& ctx) {
   ctx.policy = std::move(policy);
 }
 
-// Denies through the policy, with the audit trail hooked first when one is
-// configured: denials decided here, before any Client exists (a worker
-// that may not claim, apikey commands, policy check), are audited like the
-// ones a Client's backend decides. The command ends with the denial, so the
-// log opened here is the only one of this process.
-void check_audited(const Context& ctx, asyncmq::Action action, std::string_view queue) {
-  if (!ctx.policy || ctx.policy->allowed(*ctx.principal, action, queue)) return;
-  // The observer holds the log weakly: keep it open through the check.
-  auto log = open_audit_log(ctx);
-  if (log) security::audit_denials(ctx.policy, log);
-  ctx.policy->check(*ctx.principal, action, queue);
-}
-
-void require_admin(const Context& ctx, asyncmq::Action action) { check_audited(ctx, action, "*"); }
-
 std::string expiry_text(std::int64_t ms) { return ms == 0 ? "never" : format_time_ms(ms); }
 
 boost::json::object info_json(const ApiKeyInfo& k) {
@@ -174,6 +159,18 @@ int do_check(const Context& ctx, const CheckArgs& a) {
 }
 
 }  // namespace
+
+// The command ends with the denial, so the log opened here is the only one
+// of this process.
+void check_audited(const Context& ctx, asyncmq::Action action, std::string_view queue) {
+  if (!ctx.policy || ctx.policy->allowed(*ctx.principal, action, queue)) return;
+  // The observer holds the log weakly: keep it open through the check.
+  auto log = open_audit_log(ctx);
+  if (log) security::audit_denials(ctx.policy, log);
+  ctx.policy->check(*ctx.principal, action, queue);
+}
+
+void require_admin(const Context& ctx, asyncmq::Action action) { check_audited(ctx, action, "*"); }
 
 void add_identity_options(CLI::App& app, Context& ctx) {
   ctx.api_key = env_or("ASYNCMQ_API_KEY", "");

@@ -34,12 +34,6 @@
 namespace asyncmq::cli {
 namespace {
 
-// With a policy (--policy), keys and purge are admin actions on every
-// queue ("*"), like apikey: a denial is counted, logged and refused.
-void require_admin(const Context& ctx, asyncmq::Action action) {
-  if (ctx.policy) ctx.policy->check(*ctx.principal, action, "*");
-}
-
 const std::string& require_key_file(const Context& ctx) {
   require_admin(ctx, asyncmq::Action::keys);
   if (ctx.key_file.empty())

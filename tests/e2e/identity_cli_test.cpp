@@ -185,13 +185,21 @@ TEST_F(IdentityCli, DeniedWorkerStartIsAudited) {
                 "apikey:producer-bot", "claim", "emails");
   expect_denied(cli({"--audit-dir", audit, "apikey", "list"}, as(producer)), "apikey:producer-bot",
                 "apikeys", "*");
+  expect_denied(cli({"--audit-dir", audit, "purge", "--subject", "someone"}, as(producer)),
+                "apikey:producer-bot", "purge", "*");
+  expect_denied(cli({"--audit-dir", audit, "--key-file", dir_.file("keys"), "keys", "add"},
+                    as(producer)),
+                "apikey:producer-bot", "keys", "*");
   std::ifstream in(audit + "/audit.log");
   std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_NE(log.find("denied"), std::string::npos) << log;
   EXPECT_NE(log.find("apikey:producer-bot"), std::string::npos) << log;
   EXPECT_NE(log.find("claim"), std::string::npos) << log;
   EXPECT_NE(log.find("apikeys"), std::string::npos) << log;
+  EXPECT_NE(log.find("action=purge"), std::string::npos) << log;
+  EXPECT_NE(log.find("action=keys"), std::string::npos) << log;
   EXPECT_EQ(log.find(producer), std::string::npos);
+  EXPECT_EQ(log.find("someone"), std::string::npos);  // the subject is never recorded
 }
 
 // A JWT (HS256, key from a JWKS file) through --token / ASYNCMQ_TOKEN.
