@@ -221,6 +221,7 @@ boost::json::object job_to_json(const Job& job) {
   o["result"] = embed_json(job.result);
   redactor->redact_json(o["result"]);
   o["error"] = job.error.empty() ? boost::json::value(nullptr) : boost::json::value(job.error);
+  redactor->redact_json(o["error"]);
   o["attempts_made"] = job.attempts_made;
   o["stalls"] = job.stalls;
   o["created_ms"] = job.created_ms;
@@ -228,6 +229,7 @@ boost::json::object job_to_json(const Job& job) {
   o["started_ms"] = job.started_ms;
   o["finished_ms"] = job.finished_ms;
   o["progress"] = embed_json(job.progress);
+  redactor->redact_json(o["progress"]);
   o["parent"] = job.parent.is_nil() ? boost::json::value(nullptr) : boost::json::value(job.parent.str());
   if (!job.parent.is_nil()) {
     o["on_failure"] = job.on_failure == ChildFailure::ignore ? "ignore"

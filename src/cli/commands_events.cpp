@@ -6,6 +6,7 @@
 // interval bounds the delay. Time goes through Env (sleep_for), like every
 // wait in asyncmq.
 #include <asyncmq/error.hpp>
+#include <asyncmq/security.hpp>
 #include <asyncmq/sync.hpp>
 
 #include "cli/cli_common.hpp"
@@ -49,17 +50,21 @@ int do_tail(const Context& ctx, const TailArgs& a) {
     for (const auto& e : events) {
       after = e.seq;
       if (!a.queue.empty() && e.queue != a.queue) continue;
+      // A progress event's detail is the handler's JSON value, unsealed:
+      // redacted here, whole, before --json escapes it or the text form
+      // cuts it (the line-wise redaction of all output comes on top).
+      const std::string detail = redact_text(e.detail);
       if (ctx.json) {
         print_json({{"seq", e.seq},
                     {"time_ms", e.time_ms},
                     {"type", std::string(to_string(e.type))},
                     {"queue", e.queue},
                     {"job", e.job.is_nil() ? boost::json::value(nullptr) : boost::json::value(e.job.str())},
-                    {"detail", e.detail}});
+                    {"detail", detail}});
       } else {
         std::cout << format_time_ms(e.time_ms) << "  " << to_string(e.type) << "  " << e.queue
                   << "  " << (e.job.is_nil() ? std::string("-") : e.job.str());
-        if (!e.detail.empty()) std::cout << "  " << ellipsize(e.detail, 200);
+        if (!detail.empty()) std::cout << "  " << ellipsize(detail, 200);
         std::cout << std::endl;
       }
       if (a.count > 0 && ++printed >= a.count) return kExitOk;

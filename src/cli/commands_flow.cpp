@@ -22,9 +22,9 @@
 // attempts, delay_ms, timeout_ms, ttl_ms, lifo. Unknown keys are refused, so
 // a misspelt option never goes unnoticed.
 //
-// The whole flow is validated (shape, cycle, names, options, payload sizes)
-// against an in-memory store before the real store is opened: bad input
-// writes nothing.
+// The whole flow is validated (shape, cycle, names, options, payload sizes,
+// payload guards) against an in-memory store before the real store is
+// opened: bad input writes nothing.
 #include <asyncmq/error.hpp>
 #include <asyncmq/queue.hpp>
 #include <asyncmq/sync.hpp>
@@ -188,9 +188,12 @@ std::vector<FlowNode> parse_flow(const std::string& text) {
 int do_flow_add(const Context& ctx, const std::string& file) {
   std::vector<FlowNode> nodes = parse_flow(read_input_file("flow file", file, kMaxFlowFileBytes));
   // Full validation, the same code as the real add, against a throwaway
-  // in-memory store: shape, cycles, names, options and payloads.
+  // in-memory store: shape, cycles, names, options, payloads and the
+  // payload guards (asyncmq.toml [guards]).
   {
-    auto scratch = Client::open("memory://");
+    ClientOptions scratch_options;
+    scratch_options.codec = make_guarded_codec(make_plain_codec(), ctx.settings.guards);
+    auto scratch = Client::open("memory://", Env::system(), std::move(scratch_options));
     sync_wait(scratch->add_flow(nodes));
   }
   auto client = open_client(ctx, Access::create);

@@ -46,6 +46,9 @@ int do_add(const Context& ctx, AddArgs a) {
   if (!a.idempotency_window.empty())
     a.options.idempotency_window_ms = parse_cli_duration("--idempotency-window", a.idempotency_window);
   validate_options(a.options);
+  // The payload guards run again in the codec; here they refuse before the
+  // store exists, on the same text the codec will see.
+  check_payload(ctx.settings.guards.limits_for(a.queue), a.queue, boost::json::serialize(payload));
 
   auto client = open_client(ctx, Access::create);
   // The job is built here rather than through Queue::add so that its fresh
@@ -210,6 +213,9 @@ int do_logs(const Context& ctx, const std::string& id_text, std::size_t limit) {
   auto client = open_client(ctx, Access::must_exist);
   if (!sync_wait(client->backend().get(id))) throw NotFound("job " + id.str() + " not found");
   std::vector<LogLine> lines = sync_wait(client->logs(id, limit));
+  // Handlers write what they like into their log: redacted line by line
+  // before --json escapes it (the redaction of all output comes on top).
+  for (auto& l : lines) l.text = redact_text(l.text);
   if (ctx.json) {
     boost::json::array arr;
     for (const auto& l : lines) arr.push_back({{"time_ms", l.time_ms}, {"text", l.text}});

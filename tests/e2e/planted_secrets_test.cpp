@@ -1,10 +1,19 @@
 // The planted-secrets acceptance test (issue 5): the CLI and a worker run
 // with a sealing key, a backend URI password, a redacted payload field that
-// a task fails on, and a card number; none of them may appear in anything
-// the processes print, in the log file, or (sealing being on) in the SQLite
-// database, its WAL or its shared-memory file.
+// a task fails on, a card number, and a handler's log line and progress
+// holding secrets; none of them may appear in anything the processes print
+// (job show, job logs, events tail, with and without --json), in the log
+// file, or (sealing being on) in the SQLite database, its WAL or its
+// shared-memory file.
 //
 // No sleeps: the worker is polled with the CLI a bounded number of times.
+#include <asyncmq/backend.hpp>
+#include <asyncmq/client.hpp>
+#include <asyncmq/codec.hpp>
+#include <asyncmq/queue.hpp>
+#include <asyncmq/security.hpp>
+#include <asyncmq/sync.hpp>
+
 #include "security/crypto.hpp"
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
@@ -19,6 +28,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 namespace asyncmq::testing {
 namespace {
@@ -43,17 +53,44 @@ class PlantedSecrets : public ::testing::Test {
     key_bytes_ = security::random_bytes(32);
     key_b64_ = security::base64_encode(key_bytes_);
     env_key_b64_ = security::base64_encode(security::random_bytes(32));
-    std::string keys = dir_.file("keys");
-    std::ofstream(keys) << "# sealing key\nk1 primary " << key_b64_ << "\n";
-    ASSERT_EQ(::chmod(keys.c_str(), 0600), 0);
+    std::ofstream(keys()) << "# sealing key\nk1 primary " << key_b64_ << "\n";
+    ASSERT_EQ(::chmod(keys().c_str(), 0600), 0);
     std::ofstream(dir_.file("asyncmq.toml"))
         << "[backend]\nuri = \"sqlite://" << db() << "\"\n"
         << "[log]\nlevel = \"debug\"\nformat = \"json\"\nfile = \"" << log() << "\"\n"
-        << "[security]\nkey_file = \"" << keys << "\"\n";
+        << "[security]\nkey_file = \"" << keys() << "\"\n";
     options_.cwd = dir_.path();  // the CLI finds ./asyncmq.toml there
   }
 
   std::string db() const { return dir_.file("q.db"); }
+  std::string keys() const { return dir_.file("keys"); }
+
+  // What a user's handler does, written here in-process with the same keys
+  // as the CLI (no worker program needed): a job on queue "handler",
+  // claimed, with one log line (sealed, Field::log) and one progress value.
+  std::string run_handler(const std::string& log_line, const std::string& progress) {
+    ClientOptions o;
+    o.codec = make_sealing_codec(Keyring::load_file(keys()),
+                                 open_subject_key_dir(db() + ".subject-keys"));
+    auto client = Client::open("sqlite://" + db(), Env::system(), std::move(o));
+    Queue queue(client, "handler");
+    JobId id = sync_wait(queue.add("report", boost::json::object{{"step", 1}}));
+    Backend& backend = client->backend();
+    ClaimRequest claim;
+    claim.queue = "handler";
+    claim.worker_id = "planted-test";
+    claim.now_ms = client->env().now_ms();
+    std::vector<Job> jobs = sync_wait(backend.claim(claim));
+    EXPECT_EQ(jobs.size(), 1u);
+    if (jobs.empty()) return id.str();
+    LeaseRef lease{jobs[0].id, jobs[0].lease.token};
+    std::vector<LogLine> lines(1);
+    lines[0].time_ms = claim.now_ms;
+    lines[0].text = client->codec().encode(codec_context(jobs[0], Field::log), log_line);
+    EXPECT_TRUE(sync_wait(backend.append_logs(lease, std::move(lines))));
+    EXPECT_TRUE(sync_wait(backend.set_progress(lease, progress, claim.now_ms)));
+    return id.str();
+  }
   std::string log() const { return dir_.file("asyncmq.log"); }
 
   ProcessResult cli(std::vector<std::string> args, ProcessOptions options = {}) {
@@ -158,13 +195,57 @@ TEST_F(PlantedSecrets, NoneAppearsInAnyOutputLogOrStore) {
   cli({"job", "list", "planted", "--state", "dead", "--json"});
   cli({"queue", "stats"});
 
+  // 5b. A handler's log line and progress: shown, redacted, by job logs,
+  //     job show and events tail (progress events carry the value).
+  const std::string log_secret = "Log-Pw-PLANTED-2b7e90";
+  // Not PLANTED-like: progress is stored as plain JSON, not sealed, and
+  // the store scan below looks for windows of the field password.
+  const std::string progress_token = "ProgTok.c41f3a9e77";
+  const std::string handler = run_handler(
+      "calling the bank with {\"user\": \"bob\", \"password\": \"" + log_secret +
+          "\"} for card " + pan,
+      "{\"step\":\"auth\",\"token\":\"" + progress_token + "\"}");
+  ProcessResult logs = cli({"job", "logs", handler});
+  EXPECT_EQ(logs.exit_code, 0) << logs.err;
+  EXPECT_NE(logs.out.find("calling the bank"), std::string::npos) << logs.out;
+  ProcessResult logs_json = cli({"job", "logs", handler, "--json"});
+  ASSERT_EQ(logs_json.exit_code, 0) << logs_json.err;
+  boost::json::value lj = boost::json::parse(logs_json.out, ec);
+  ASSERT_FALSE(ec) << "redacted JSON output must stay JSON: " << logs_json.out;
+  ASSERT_EQ(lj.at("lines").as_array().size(), 1u);
+  std::string line_text(lj.at("lines").at(0).at("text").as_string());
+  EXPECT_NE(line_text.find("calling the bank"), std::string::npos) << line_text;
+  EXPECT_NE(line_text.find("****"), std::string::npos) << line_text;
+  ProcessResult handler_json = cli({"job", "show", handler, "--json"});
+  boost::json::value hj = boost::json::parse(handler_json.out, ec);
+  ASSERT_FALSE(ec) << handler_json.out;
+  EXPECT_EQ(hj.at("progress").at("step"), "auth");
+  EXPECT_EQ(hj.at("progress").at("token"), "****");
+  cli({"job", "show", handler});
+  // The handler's job has three events: waiting, active, progress.
+  ProcessResult events = cli({"events", "tail", "handler", "--from-start", "--count", "3", "--json"});
+  ASSERT_EQ(events.exit_code, 0) << events.err;
+  std::istringstream event_lines(events.out);
+  std::string event_line, progress_detail;
+  while (std::getline(event_lines, event_line)) {
+    boost::json::value e = boost::json::parse(event_line, ec);
+    ASSERT_FALSE(ec) << "redacted JSON output must stay JSON: " << event_line;
+    if (e.at("type") == "progress") progress_detail = e.at("detail").as_string();
+  }
+  EXPECT_NE(progress_detail.find("\"step\":\"auth\""), std::string::npos) << events.out;
+  EXPECT_NE(progress_detail.find("****"), std::string::npos) << events.out;
+  ProcessResult events_text = cli({"events", "tail", "handler", "--from-start", "--count", "3"});
+  EXPECT_EQ(events_text.exit_code, 0) << events_text.err;
+  EXPECT_NE(events_text.out.find("progress"), std::string::npos) << events_text.out;
+
   // 6. Nothing planted anywhere.
   std::string logged = slurp(log());
   EXPECT_FALSE(logged.empty()) << "the log file was not written (log level debug)";
   std::vector<std::pair<std::string, std::string>> planted = {
       {"key (base64)", key_b64_},       {"env key (base64)", env_key_b64_},
       {"field password", field_password}, {"URI password", uri_password},
-      {"card number", pan},             {"card digits", pan_digits}};
+      {"card number", pan},             {"card digits", pan_digits},
+      {"log line password", log_secret}, {"progress token", progress_token}};
   for (const auto& [what, secret] : planted) {
     for (std::size_t i = 0; i < said_.size(); ++i) {
       EXPECT_EQ(said_[i].find(secret), std::string::npos)
