@@ -2,13 +2,16 @@
 // configuration) reads from `asyncmq.toml`, ASYNCMQ_* variables and flags.
 //
 // Where a value comes from, highest first:
-//   1. a command-line flag (--backend, --log-level, --log-format)
+//   1. a command-line flag (--backend, --log-level, --log-format,
+//      --key-file, --policy, --api-keys, --audit-dir)
 //   2. the environment: ASYNCMQ_<SECTION>_<KEY>, the dotted key upper-cased
 //      with '.' as '_' (backend.uri -> ASYNCMQ_BACKEND_URI, log.level ->
 //      ASYNCMQ_LOG_LEVEL, security.key_file -> ASYNCMQ_SECURITY_KEY_FILE,
-//      guards.max_depth -> ASYNCMQ_GUARDS_MAX_DEPTH). ASYNCMQ_BACKEND is
-//      kept as an older name of ASYNCMQ_BACKEND_URI (the latter wins). Lists
-//      are comma-separated; booleans are true/false/1/0/yes/no.
+//      guards.max_depth -> ASYNCMQ_GUARDS_MAX_DEPTH, audit.dir ->
+//      ASYNCMQ_AUDIT_DIR). Older names are kept: ASYNCMQ_BACKEND,
+//      ASYNCMQ_KEY_FILE, ASYNCMQ_POLICY and ASYNCMQ_API_KEYS (the
+//      ASYNCMQ_<SECTION>_<KEY> name wins when both are set). Lists are
+//      comma-separated; booleans are true/false/1/0/yes/no.
 //   3. the settings file: `--config FILE`, else ASYNCMQ_CONFIG, else
 //      ./asyncmq.toml if it exists (a file named explicitly must exist)
 //   4. the default
@@ -34,11 +37,12 @@
 //   [guards.queue."payments.*"]      # a queue pattern's own limits: the
 //   allow_pan = true                 # keys above, unset ones from [guards]
 //   [policy]
-//   file = ""                        # access policy (issue 6)
+//   file = ""                        # access policy (TOML); set: every
+//                                    # command needs a credential
 //   [auth]
-//   api_keys_file = ""               # API keys (issue 6)
+//   api_keys_file = "asyncmq-api-keys.json"  # the API key store
 //   [audit]
-//   dir = ""                         # audit log directory (issue 6)
+//   dir = ""                         # set: write the audit trail there
 //
 // Per-queue guard tables are read from the file only. A key the table does
 // not know, a value of the wrong type or a malformed value is refused with
@@ -69,7 +73,7 @@ struct Settings {
   std::vector<std::string> redact_patterns;
   GuardOptions guards;
   std::string policy_file;
-  std::string api_keys_file;
+  std::string api_keys_file = "asyncmq-api-keys.json";
   std::string audit_dir;
 
   // The settings file read; empty if none.

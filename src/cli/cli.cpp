@@ -97,6 +97,23 @@ int run_action(const cli::Action& action) {
   }
 }
 
+// Global flags that are also settings: what the flag gave goes in as the
+// flag layer of load_settings, and the effective value comes back into the
+// Context member the commands read.
+struct SettingFlag {
+  const char* key;
+  const char* flag;
+  std::string cli::Context::*member;
+  std::string Settings::*setting;
+};
+const SettingFlag kSettingFlags[] = {
+    {"backend.uri", "--backend", &cli::Context::backend_uri, &Settings::backend_uri},
+    {"security.key_file", "--key-file", &cli::Context::key_file, &Settings::key_file},
+    {"policy.file", "--policy", &cli::Context::policy_file, &Settings::policy_file},
+    {"auth.api_keys_file", "--api-keys", &cli::Context::api_keys_file, &Settings::api_keys_file},
+    {"audit.dir", "--audit-dir", &cli::Context::audit_dir, &Settings::audit_dir},
+};
+
 }  // namespace
 
 int run_cli(int argc, const char* const* argv, const TaskRegistry& tasks) {
@@ -109,11 +126,11 @@ int run_cli(int argc, const char* const* argv, const TaskRegistry& tasks) {
   app.require_subcommand(1);
   // Global options may come before or after the subcommand.
   app.fallthrough();
-  std::string config_flag, backend_flag, log_level_flag, log_format_flag;
+  std::string config_flag, log_level_flag, log_format_flag;
   app.add_option("--config", config_flag,
                  "settings file (env ASYNCMQ_CONFIG; default ./asyncmq.toml if present)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  app.add_option("--backend", backend_flag,
+  app.add_option("--backend", ctx.backend_uri,
                  "backend URI: sqlite:///./file.db, sqlite:///abs/file.db[?sync=full], memory:// "
                  "(setting backend.uri, env ASYNCMQ_BACKEND_URI or ASYNCMQ_BACKEND; default "
                  "sqlite:///./asyncmq.db)")
@@ -171,7 +188,9 @@ int run_cli(int argc, const char* const* argv, const TaskRegistry& tasks) {
   int loaded = run_action([&] {
     SettingsSources sources;
     sources.config_file = config_flag;
-    if (!backend_flag.empty()) sources.flags["backend.uri"] = {"--backend", backend_flag};
+    for (const SettingFlag& f : kSettingFlags) {
+      if (!(ctx.*f.member).empty()) sources.flags[f.key] = {f.flag, ctx.*f.member};
+    }
     if (!log_level_flag.empty()) sources.flags["log.level"] = {"--log-level", log_level_flag};
     if (!log_format_flag.empty()) sources.flags["log.format"] = {"--log-format", log_format_flag};
     ctx.settings = load_settings(sources);
@@ -181,10 +200,7 @@ int run_cli(int argc, const char* const* argv, const TaskRegistry& tasks) {
     log.format = core::parse_log_format(ctx.settings.log_format);
     log.file = ctx.settings.log_file;
     core::configure_logging(log);
-    ctx.backend_uri = ctx.settings.backend_uri;
-    // security.key_file (file or ASYNCMQ_SECURITY_KEY_FILE) unless
-    // --key-file / ASYNCMQ_KEY_FILE gave one.
-    if (ctx.key_file.empty()) ctx.key_file = ctx.settings.key_file;
+    for (const SettingFlag& f : kSettingFlags) ctx.*f.member = ctx.settings.*f.setting;
     return cli::kExitOk;
   });
   if (loaded != cli::kExitOk) return loaded;

@@ -43,14 +43,20 @@ inline constexpr int kExitUsage = 2;
 using Action = std::function<int()>;
 
 // Global options and the selected action. One per run_cli call.
+//
+// Members that are also settings (backend_uri, key_file, policy_file,
+// api_keys_file, audit_dir; see kSettingFlags in cli.cpp) hold their
+// flag's value while the command line is parsed, empty if the flag was not
+// given, and the effective setting (flag > ASYNCMQ_* > asyncmq.toml >
+// default) once run_cli has loaded the settings, before any action runs.
 struct Context {
-  // settings.backend_uri, copied once the settings are loaded.
-  std::string backend_uri = "sqlite:///./asyncmq.db";
+  std::string backend_uri;  // --backend, setting backend.uri
   // The effective settings (asyncmq.toml, ASYNCMQ_* and flags), loaded by
   // run_cli after parsing and before the action runs.
   Settings settings;
   bool json = false;
-  // The audit trail (commands_audit.cpp): empty audit_dir means none.
+  // The audit trail (commands_audit.cpp): empty audit_dir (--audit-dir,
+  // setting audit.dir) means none.
   std::string audit_dir;
   std::string audit_checkpoints;  // default audit_dir/checkpoints.log
   std::string audit_key;          // default audit_dir/writer.key
@@ -61,8 +67,8 @@ struct Context {
   // printed, logged or put into an error message.
   std::string api_key;        // --api-key / ASYNCMQ_API_KEY
   std::string token;          // --token / ASYNCMQ_TOKEN (a JWT)
-  std::string policy_file;    // --policy / ASYNCMQ_POLICY
-  std::string api_keys_file = "asyncmq-api-keys.json";  // --api-keys / ASYNCMQ_API_KEYS
+  std::string policy_file;    // --policy, setting policy.file
+  std::string api_keys_file;  // --api-keys, setting auth.api_keys_file
   std::string jwks_file;      // --jwks / ASYNCMQ_JWKS: keys for --token
   std::string jwt_issuer;     // --jwt-issuer / ASYNCMQ_JWT_ISSUER
   std::vector<std::string> jwt_audiences;  // --jwt-audience / ASYNCMQ_JWT_AUDIENCE
@@ -70,8 +76,8 @@ struct Context {
   // a policy: then the CLI checks nothing, as before identities existed.
   std::shared_ptr<const Principal> principal;
   std::shared_ptr<Policy> policy;
-  // Data protection (issue 5). The key file (--key-file, env
-  // ASYNCMQ_KEY_FILE); empty: the keys in ASYNCMQ_KEYS if set, else no
+  // Data protection (issue 5). The key file (--key-file, setting
+  // security.key_file); empty: the keys in ASYNCMQ_KEYS if set, else no
   // sealing. The subject key directory (--subject-keys, env
   // ASYNCMQ_SUBJECT_KEYS); empty: "<database file>.subject-keys" next to an
   // sqlite:// store, in memory for memory://.

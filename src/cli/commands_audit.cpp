@@ -202,13 +202,12 @@ std::shared_ptr<AuditLog> open_audit_log(const Context& ctx) {
 }
 
 void add_audit_options(CLI::App& app, Context& ctx) {
-  if (const char* env = std::getenv("ASYNCMQ_AUDIT_DIR"); env && *env) ctx.audit_dir = env;
   if (const char* env = std::getenv("ASYNCMQ_AUDIT_CHECKPOINTS"); env && *env)
     ctx.audit_checkpoints = env;
   if (const char* env = std::getenv("ASYNCMQ_AUDIT_KEY"); env && *env) ctx.audit_key = env;
   app.add_option("--audit-dir", ctx.audit_dir,
                  "write an audit trail: DIR/audit.log, keyed by DIR/writer.key (from 'audit "
-                 "keygen'); env ASYNCMQ_AUDIT_DIR")
+                 "keygen'); setting audit.dir, env ASYNCMQ_AUDIT_DIR")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--audit-checkpoints", ctx.audit_checkpoints,
                  "signed checkpoints file (default DIR/checkpoints.log; put it where the writer "

@@ -2,7 +2,8 @@
 // global identity options.
 //
 // How the CLI decides who is calling:
-//   - No policy configured (no --policy, no ASYNCMQ_POLICY) and no
+//   - No policy configured (setting policy.file: --policy, ASYNCMQ_POLICY,
+//     [policy] file in asyncmq.toml) and no
 //     credential: nothing is checked; every command works as it always did.
 //     Whoever can open the database file can do anything with it.
 //   - A policy configured: a credential is required, --api-key (or
@@ -46,8 +47,8 @@ void resolve_identity(Context& ctx) {
                           "(--token / ASYNCMQ_TOKEN), not both");
   if (ctx.policy_file.empty()) {
     if (has_key || has_token)
-      throw InvalidArgument("a credential was given but no policy (--policy / ASYNCMQ_POLICY) "
-                            "says what it may do");
+      throw InvalidArgument("a credential was given but no policy (--policy / ASYNCMQ_POLICY / "
+                            "policy.file) says what it may do");
     return;
   }
   auto policy = Policy::load_file(ctx.policy_file);
@@ -146,7 +147,7 @@ struct CheckArgs {
 int do_check(const Context& ctx, const CheckArgs& a) {
   auto action = action_from_string(a.action);
   if (!action) throw InvalidArgument("unknown action '" + ellipsize(a.action, 32) + "'");
-  if (!ctx.policy) throw InvalidArgument("no policy configured (--policy / ASYNCMQ_POLICY)");
+  if (!ctx.policy) throw InvalidArgument("no policy configured (--policy / ASYNCMQ_POLICY / policy.file)");
   check_audited(ctx, *action, a.queue);
   if (ctx.json) {
     print_json({{"principal", ctx.principal->id()}, {"action", a.action}, {"queue", a.queue},
@@ -175,8 +176,6 @@ void require_admin(const Context& ctx, asyncmq::Action action) { check_audited(c
 void add_identity_options(CLI::App& app, Context& ctx) {
   ctx.api_key = env_or("ASYNCMQ_API_KEY", "");
   ctx.token = env_or("ASYNCMQ_TOKEN", "");
-  ctx.policy_file = env_or("ASYNCMQ_POLICY", "");
-  ctx.api_keys_file = env_or("ASYNCMQ_API_KEYS", ctx.api_keys_file);
   ctx.jwks_file = env_or("ASYNCMQ_JWKS", "");
   ctx.jwt_issuer = env_or("ASYNCMQ_JWT_ISSUER", "");
   if (auto aud = env_or("ASYNCMQ_JWT_AUDIENCE", ""); !aud.empty()) ctx.jwt_audiences.push_back(aud);
@@ -188,10 +187,11 @@ void add_identity_options(CLI::App& app, Context& ctx) {
       ->multi_option_policy(last);
   app.add_option("--policy", ctx.policy_file,
                  "policy file (TOML); when set, every command needs a credential and is checked "
-                 "(env ASYNCMQ_POLICY)")
+                 "(setting policy.file, env ASYNCMQ_POLICY_FILE or ASYNCMQ_POLICY)")
       ->multi_option_policy(last);
   app.add_option("--api-keys", ctx.api_keys_file,
-                 "API key store (env ASYNCMQ_API_KEYS; default ./asyncmq-api-keys.json)")
+                 "API key store (setting auth.api_keys_file, env ASYNCMQ_AUTH_API_KEYS_FILE or "
+                 "ASYNCMQ_API_KEYS; default ./asyncmq-api-keys.json)")
       ->multi_option_policy(last);
   app.add_option("--jwks", ctx.jwks_file, "JWKS file with the keys that verify --token (env ASYNCMQ_JWKS)")
       ->multi_option_policy(last);

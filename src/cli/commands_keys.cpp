@@ -38,7 +38,8 @@ const std::string& require_key_file(const Context& ctx) {
   require_admin(ctx, asyncmq::Action::keys);
   if (ctx.key_file.empty())
     throw InvalidArgument(
-        "this command edits the key file: give --key-file PATH (or set ASYNCMQ_KEY_FILE)");
+        "this command edits the key file: give --key-file PATH (or set ASYNCMQ_KEY_FILE or "
+        "security.key_file)");
   return ctx.key_file;
 }
 
@@ -47,7 +48,8 @@ security::SealingCodec& sealing(const Protection& p) {
   auto* codec = dynamic_cast<security::SealingCodec*>(p.codec.get());
   if (!codec)
     throw InvalidArgument(
-        "no keys configured: give --key-file PATH (or set ASYNCMQ_KEY_FILE or ASYNCMQ_KEYS)");
+        "no keys configured: give --key-file PATH (or set ASYNCMQ_KEY_FILE, security.key_file or "
+        "ASYNCMQ_KEYS)");
   return *codec;
 }
 
@@ -112,7 +114,8 @@ int do_list(const Context& ctx) {
   Protection p = load_protection(ctx);
   if (!p.keys)
     throw InvalidArgument(
-        "no keys configured: give --key-file PATH (or set ASYNCMQ_KEY_FILE or ASYNCMQ_KEYS)");
+        "no keys configured: give --key-file PATH (or set ASYNCMQ_KEY_FILE, security.key_file or "
+        "ASYNCMQ_KEYS)");
   auto usage = usage_if_store(ctx, p);
   auto keys = p.keys->list();
   if (ctx.json) {
@@ -287,11 +290,11 @@ int do_purge(const Context& ctx, std::string subject) {
 }  // namespace
 
 void add_keys_commands(CLI::App& app, Context& ctx) {
-  if (const char* e = std::getenv("ASYNCMQ_KEY_FILE"); e && *e) ctx.key_file = e;
   if (const char* e = std::getenv("ASYNCMQ_SUBJECT_KEYS"); e && *e) ctx.subject_keys_dir = e;
   app.add_option("--key-file", ctx.key_file,
-                 "key file: payloads are sealed with its primary key (env ASYNCMQ_KEY_FILE; "
-                 "else the keys in ASYNCMQ_KEYS; else no sealing)")
+                 "key file: payloads are sealed with its primary key (setting "
+                 "security.key_file, env ASYNCMQ_SECURITY_KEY_FILE or ASYNCMQ_KEY_FILE; else "
+                 "the keys in ASYNCMQ_KEYS; else no sealing)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--subject-keys", ctx.subject_keys_dir,
                  "directory of per-subject data keys (env ASYNCMQ_SUBJECT_KEYS; default "

@@ -78,6 +78,16 @@ const std::vector<Spec>& specs() {
 #undef ASYNCMQ_LIST
 #undef ASYNCMQ_COUNT
 
+// Variables the CLI read before asyncmq.toml existed, kept as older names
+// of their settings; the ASYNCMQ_<SECTION>_<KEY> name wins when both are set.
+std::string_view older_env_name(std::string_view key) {
+  if (key == "backend.uri") return "ASYNCMQ_BACKEND";
+  if (key == "security.key_file") return "ASYNCMQ_KEY_FILE";
+  if (key == "policy.file") return "ASYNCMQ_POLICY";
+  if (key == "auth.api_keys_file") return "ASYNCMQ_API_KEYS";
+  return {};
+}
+
 const Spec* find_spec(std::string_view key) {
   for (const Spec& s : specs())
     if (s.key == key) return &s;
@@ -335,9 +345,9 @@ Settings load_settings(const SettingsSources& src) {
   for (const Spec& spec : specs()) {
     std::string name = settings_env_name(spec.key);
     const char* v = getenv(name.c_str());
-    if (spec.key == "backend.uri" && !(v && *v)) {
-      v = getenv("ASYNCMQ_BACKEND");
-      if (v && *v) name = "ASYNCMQ_BACKEND";
+    if (std::string_view older = older_env_name(spec.key); !older.empty() && !(v && *v)) {
+      v = getenv(std::string(older).c_str());
+      if (v && *v) name = older;
     }
     if (!v || !*v) continue;
     spec.set(s, core::parse_setting_text(spec.kind, v, name));

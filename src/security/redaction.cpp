@@ -266,6 +266,11 @@ std::string Redactor::mask_fields(std::string_view t) const {
       ve = vb;
       while (ve < n && t[ve] != q) ve += (t[ve] == '\\' && ve + 1 < n) ? 2 : 1;
       ve = std::min(ve, n);
+    } else if (t[p] == '{' || t[p] == '[') {
+      // A JSON object or array ("guards.allow_pan": {...} in `config show
+      // --json`): masking its first character would break the JSON; its
+      // members are scanned on their own as the walk goes on.
+      continue;
     } else {
       vb = p;
       ve = vb;

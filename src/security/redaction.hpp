@@ -9,6 +9,8 @@
 //      optional closing quote, optional spaces, ':' or '=', optional spaces,
 //      then the value: a quoted string ("...", '...', or \"...\" inside an
 //      escaped JSON text) or a bare token up to a space or one of ,;&)]}.
+//      A JSON object or array as the value is left whole (text stays
+//      JSON); the fields inside it are masked by these same rules.
 //      `Authorization: Bearer X` masks X too. An unquoted name glued to a
 //      colon and a word ("apikey:k1f2", a principal id; "host:port") is not
 //      taken for a field: write "name: value" or "name=value".

@@ -60,6 +60,49 @@ TEST_F(SettingsTest, DefaultsWithoutAnySource) {
   EXPECT_EQ(s.origins.at("backend.uri"), "default");
   EXPECT_FALSE(s.guards.defaults.allow_pan);
   EXPECT_TRUE(s.config_file.empty());
+  EXPECT_EQ(s.api_keys_file, "asyncmq-api-keys.json");  // the CLI's store before settings existed
+  EXPECT_TRUE(s.policy_file.empty());
+  EXPECT_TRUE(s.audit_dir.empty());
+}
+
+// The variables the CLI read before settings existed still work, below the
+// ASYNCMQ_<SECTION>_<KEY> names and above the file.
+TEST_F(SettingsTest, OlderVariableNamesAreKept) {
+  std::string f = write(R"([security]
+key_file = "file-keys"
+[policy]
+file = "file-policy.toml"
+[auth]
+api_keys_file = "file-store.json"
+[audit]
+dir = "file-audit"
+)");
+  env_["ASYNCMQ_KEY_FILE"] = "old-keys";
+  env_["ASYNCMQ_POLICY"] = "old-policy.toml";
+  env_["ASYNCMQ_API_KEYS"] = "old-store.json";
+  Settings old = load(f);
+  EXPECT_EQ(old.key_file, "old-keys");
+  EXPECT_EQ(old.origins.at("security.key_file"), "env ASYNCMQ_KEY_FILE");
+  EXPECT_EQ(old.policy_file, "old-policy.toml");
+  EXPECT_EQ(old.origins.at("policy.file"), "env ASYNCMQ_POLICY");
+  EXPECT_EQ(old.api_keys_file, "old-store.json");
+  EXPECT_EQ(old.origins.at("auth.api_keys_file"), "env ASYNCMQ_API_KEYS");
+  EXPECT_EQ(old.audit_dir, "file-audit");
+  env_["ASYNCMQ_SECURITY_KEY_FILE"] = "new-keys";
+  env_["ASYNCMQ_POLICY_FILE"] = "new-policy.toml";
+  env_["ASYNCMQ_AUTH_API_KEYS_FILE"] = "new-store.json";
+  env_["ASYNCMQ_AUDIT_DIR"] = "env-audit";
+  Settings now = load(f);
+  EXPECT_EQ(now.key_file, "new-keys");
+  EXPECT_EQ(now.policy_file, "new-policy.toml");
+  EXPECT_EQ(now.api_keys_file, "new-store.json");
+  EXPECT_EQ(now.audit_dir, "env-audit");
+  EXPECT_EQ(now.origins.at("audit.dir"), "env ASYNCMQ_AUDIT_DIR");
+  Settings flagged = load(f, {{"policy.file", {"--policy", "flag-policy.toml"}},
+                              {"audit.dir", {"--audit-dir", "flag-audit"}}});
+  EXPECT_EQ(flagged.policy_file, "flag-policy.toml");
+  EXPECT_EQ(flagged.origins.at("policy.file"), "flag --policy");
+  EXPECT_EQ(flagged.audit_dir, "flag-audit");
 }
 
 TEST_F(SettingsTest, FileThenEnvThenFlagWithOrigins) {

@@ -60,6 +60,9 @@ TEST(Redaction, FieldValuesInManyShapes) {
   EXPECT_EQ(r("principal 'apikey:k1f2e3' denied"), "principal 'apikey:k1f2e3' denied");
   EXPECT_EQ(r(R"({"password":"x","token":7})"), R"({"password":"****","token":"****"})");
   EXPECT_EQ(r("password:'x'"), "password:'****'");
+  // An object or array value stays JSON; what is inside is still masked.
+  EXPECT_EQ(r(R"({"guards.allow_pan":{"value":"false"}})"), R"({"guards.allow_pan":{"value":"false"}})");
+  EXPECT_EQ(r(R"({"password":{"pin":"1234"},"card":["x"]})"), R"({"password":{"pin":"****"},"card":["x"]})");
 }
 
 TEST(Redaction, SensitiveFieldRules) {
