@@ -10,7 +10,8 @@
 // backend refuse it anyway.
 //
 // The worker also does the housekeeping every live worker shares: promoting
-// due delayed/failed jobs and reclaiming jobs whose lease expired.
+// due delayed/failed jobs and reclaiming jobs whose lease expired, and (by
+// default) fires the due repeatables of its queues.
 //
 // Thread safety: `run` is called once; `stop` and `stats` from any thread.
 // Lifetime: the Client and TaskRegistry are shared; the Worker must outlive
@@ -56,6 +57,11 @@ struct WorkerOptions {
   std::int64_t shutdown_grace_ms = 10'000;
   // Threads for blocking handlers; 0 means the number of cores.
   int blocking_threads = 0;
+  // Also fire the due repeatables of `queues` (include/asyncmq/repeat.hpp),
+  // so a program with workers needs no separate scheduler process. Safe with
+  // any number of workers and schedulers: each tick fires once. Turn it off
+  // to leave scheduling to `asyncmq scheduler` processes.
+  bool run_scheduler = true;
   // Recorded as lease owner; empty means "<host>:<pid>:<random>".
   std::string id;
 };

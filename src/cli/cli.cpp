@@ -153,6 +153,7 @@ int run_cli(int argc, const char* const* argv, const TaskRegistry& tasks) {
   cli::add_identity_commands(app, ctx);
   cli::add_flow_commands(app, ctx);
   cli::add_events_commands(app, ctx);
+  cli::add_repeat_commands(app, ctx);
   cli::add_identity_options(app, ctx);
   cli::add_audit_commands(app, ctx);
   cli::add_keys_commands(app, ctx);

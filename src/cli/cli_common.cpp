@@ -93,12 +93,13 @@ void preflight_backend(std::string_view text, Access access) {
   }
 }
 
-std::shared_ptr<Client> open_client(const Context& ctx, Access access) {
+std::shared_ptr<Client> open_client(const Context& ctx, Access access, Env& env) {
   preflight_backend(ctx.backend_uri, access);
-  return open_client(ctx, access, load_protection(ctx));
+  return open_client(ctx, access, load_protection(ctx), env);
 }
 
-std::shared_ptr<Client> open_client(const Context& ctx, Access access, const Protection& p) {
+std::shared_ptr<Client> open_client(const Context& ctx, Access access, const Protection& p,
+                                    Env& env) {
   preflight_backend(ctx.backend_uri, access);
   ClientOptions options;
   options.principal = ctx.principal;
@@ -107,7 +108,7 @@ std::shared_ptr<Client> open_client(const Context& ctx, Access access, const Pro
   options.actor = ctx.principal ? ctx.principal->id() : std::string("cli");
   // The payload guards wrap whatever codec the keys give (sealing or plain).
   options.codec = make_guarded_codec(p.codec ? p.codec : make_plain_codec(), ctx.settings.guards);
-  return Client::open(ctx.backend_uri, Env::system(), std::move(options));
+  return Client::open(ctx.backend_uri, env, std::move(options));
 }
 
 Protection load_protection(const Context& ctx) {

@@ -108,9 +108,11 @@ void preflight_backend(std::string_view uri, Access access);
 
 // preflight_backend, then Client::open; with a principal and policy
 // resolved, the client enforces the policy; with keys configured
-// (load_protection), it seals with them.
-std::shared_ptr<Client> open_client(const Context& ctx, Access access);
-std::shared_ptr<Client> open_client(const Context& ctx, Access access, const Protection& p);
+// (load_protection), it seals with them. `env` is the client's Env (the
+// system one except in the scheduler's hidden simulation mode).
+std::shared_ptr<Client> open_client(const Context& ctx, Access access, Env& env = Env::system());
+std::shared_ptr<Client> open_client(const Context& ctx, Access access, const Protection& p,
+                                    Env& env = Env::system());
 
 // Registers the subcommands; their callbacks set ctx.action.
 void add_job_commands(CLI::App& app, Context& ctx);
@@ -118,6 +120,8 @@ void add_queue_commands(CLI::App& app, Context& ctx);
 void add_worker_command(CLI::App& app, Context& ctx);
 void add_bench_command(CLI::App& app, Context& ctx);
 void add_identity_commands(CLI::App& app, Context& ctx);
+// `repeat add|list|pause|resume|remove` and `scheduler` (commands_repeat.cpp).
+void add_repeat_commands(CLI::App& app, Context& ctx);
 
 // The global identity options (--api-key, --token, --policy, --api-keys,
 // --jwks, --jwt-issuer, --jwt-audience and their environment variables).

@@ -12,6 +12,7 @@
 //   heartbeat    extends the leases of running jobs; cancels those it lost
 //   maintenance  promotes due jobs, expires TTLs, reclaims expired leases
 //                (stalled jobs)
+//   scheduler    fires due repeatables (WorkerOptions::run_scheduler)
 // A job cancelled while active learns it at the next heartbeat, through
 // TaskContext::cancelled(). A rate-limited queue is not polled: the claim
 // loop sleeps until the backend says a slot frees.
@@ -19,6 +20,8 @@
 // outcomes pile up for the next, so a busy worker makes one round trip per
 // batch, not per job.
 #include <asyncmq/error.hpp>
+#include <asyncmq/identity.hpp>
+#include <asyncmq/repeat.hpp>
 #include <asyncmq/worker.hpp>
 
 #include "core/log.hpp"
@@ -186,7 +189,8 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
   bool flusher_done = false;
   int loops_alive = 0;
   // One waiter per Wakeup: each belongs to one coroutine.
-  Wakeup claim_wakeup, flush_wakeup, heartbeat_wakeup, maintenance_wakeup, drain_wakeup;
+  Wakeup claim_wakeup, flush_wakeup, heartbeat_wakeup, maintenance_wakeup, drain_wakeup,
+      scheduler_wakeup;
 
   std::atomic<bool> stop_requested{false};
   std::uint64_t claim_calls = 0, finish_calls = 0;  // for the batching figures in the log
@@ -561,6 +565,30 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
     drain_wakeup.notify();
   }
 
+  awaitable<void> scheduler_loop(std::shared_ptr<Impl> self) {
+    SchedulerOptions so;
+    so.queues = options.queues;
+    Scheduler scheduler(client, so);
+    while (!flusher_done) {
+      std::int64_t wait = so.max_sleep_ms;
+      try {
+        SchedulerPass pass = co_await scheduler.fire_due(env().now_ms());
+        if (pass.fired > 0) claim_wakeup.notify();
+        if (pass.next_due_ms - env().now_ms() < wait)
+          wait = std::max<std::int64_t>(0, pass.next_due_ms - env().now_ms());
+      } catch (const PermissionDenied& e) {
+        core::log(core::LogLevel::warn, "worker",
+                  std::string("not scheduling repeatables: ") + e.what());
+        break;
+      } catch (const std::exception& e) {
+        core::log(core::LogLevel::warn, "worker", std::string("scheduler pass failed: ") + e.what());
+      }
+      co_await scheduler_wakeup.wait_for(env(), wait);
+    }
+    --loops_alive;
+    drain_wakeup.notify();
+  }
+
   awaitable<void> run() {
     auto ex = co_await boost::asio::this_coro::executor;
     {
@@ -577,9 +605,11 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
       flusher_running = false;
       drain_wakeup.notify();
     });
-    loops_alive = 2;  // counted down by the loops themselves
+    loops_alive = options.run_scheduler ? 3 : 2;  // counted down by the loops themselves
     boost::asio::co_spawn(ex, heartbeat_loop(shared_from_this()), boost::asio::detached);
     boost::asio::co_spawn(ex, maintenance_loop(shared_from_this()), boost::asio::detached);
+    if (options.run_scheduler)
+      boost::asio::co_spawn(ex, scheduler_loop(shared_from_this()), boost::asio::detached);
 
     co_await claim_loop();
 
@@ -628,10 +658,12 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
     flush_wakeup.notify();
     heartbeat_wakeup.notify();
     maintenance_wakeup.notify();
+    scheduler_wakeup.notify();
     while (flusher_running || loops_alive > 0) {
       co_await drain_wakeup.wait_for(env(), 50);
       heartbeat_wakeup.notify();
       maintenance_wakeup.notify();
+      scheduler_wakeup.notify();
     }
     // Handlers still running on the pool (past the deadline) must not touch
     // this worker after run() returns: wait for the pool to finish them.
@@ -640,7 +672,8 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
               "stopped: " + std::to_string(claimed.load()) + " jobs in " +
                   std::to_string(claim_calls) + " claims, " + std::to_string(finish_calls) +
                   " finish batches");
-    for (Wakeup* w : {&claim_wakeup, &flush_wakeup, &heartbeat_wakeup, &maintenance_wakeup, &drain_wakeup})
+    for (Wakeup* w : {&claim_wakeup, &flush_wakeup, &heartbeat_wakeup, &maintenance_wakeup, &drain_wakeup,
+                     &scheduler_wakeup})
       w->release();
     std::lock_guard lock(executor_mu);
     executor.reset();
