@@ -12,6 +12,7 @@
 #include <asyncmq/identity.hpp>
 #include <asyncmq/job.hpp>
 #include <asyncmq/queue.hpp>
+#include <asyncmq/repeat.hpp>
 #include <asyncmq/security.hpp>
 #include <asyncmq/settings.hpp>
 #include <asyncmq/sync.hpp>

@@ -320,10 +320,12 @@ class Backend {
   // Throws NotFound.
   virtual boost::asio::awaitable<void> remove_repeatable(std::string_view queue,
                                                          std::string_view name) = 0;
-  // Throws NotFound.
+  // Pauses, or resumes with the given next fire time, in one write, so a
+  // repeatable removed meanwhile is not brought back (`next_fire_ms` is
+  // ignored when pausing). Throws NotFound.
   virtual boost::asio::awaitable<void> set_repeatable_paused(std::string_view queue,
-                                                             std::string_view name,
-                                                             bool paused) = 0;
+                                                             std::string_view name, bool paused,
+                                                             std::int64_t next_fire_ms) = 0;
   // All repeatables of `queue` (every queue if empty), by queue then name.
   virtual boost::asio::awaitable<std::vector<Repeatable>> repeatables(std::string_view queue) = 0;
   // Fires one tick, exactly once however many schedulers try: if the

@@ -126,10 +126,14 @@ class Scheduler {
   boost::asio::awaitable<void> run();
   void stop() { stop_ = true; }
 
+  // What run() has done so far (next_due_ms unused).
+  SchedulerPass totals() const;
+
  private:
   std::shared_ptr<Client> client_;
   SchedulerOptions options_;
   std::atomic<bool> stop_{false};
+  std::atomic<std::size_t> fired_{0}, lost_{0}, failed_{0};
 };
 
 }  // namespace asyncmq

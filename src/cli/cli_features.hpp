@@ -5,6 +5,8 @@
 
 #include "cli/cli_common.hpp"
 
+#include <asyncmq/job.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -16,6 +18,20 @@ void add_flow_commands(CLI::App& app, Context& ctx);    // commands_flow.cpp
 void add_events_commands(CLI::App& app, Context& ctx);  // commands_events.cpp
 
 // ---- input ----
+
+// The job options that `job add` and `repeat add` share, as typed.
+struct JobOptionFlags {
+  JobOptions options;
+  std::string backoff_kind = "exponential";
+  std::string timeout;  // durations, for parse_cli_duration
+  std::string ttl;
+  // `options` with the durations and backoff kind filled in, validated
+  // (InvalidArgument naming the option).
+  JobOptions resolve() const;
+};
+// Registers --priority, --attempts, --backoff, --backoff-delay,
+// --backoff-max, --jitter, --timeout, --ttl, --lifo and --subject on `cmd`.
+void add_job_option_flags(CLI::App* cmd, JobOptionFlags& flags);
 
 // A duration given on the command line: a whole number followed by ms, s,
 // m, h or d ("500ms", "30s", "5m", "1h", "2d"), or a bare number of

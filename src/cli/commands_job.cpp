@@ -24,11 +24,10 @@ struct AddArgs {
   std::string task;
   std::string payload = "{}";
   std::string payload_file;
-  JobOptions options;
-  std::string backoff_kind = "exponential";
-  std::string timeout;             // durations, parsed by parse_cli_duration
-  std::string ttl;
-  std::string idempotency_window;
+  JobOptionFlags flags;
+  std::int64_t delay_ms = 0;
+  std::string idempotency_key;
+  std::string idempotency_window;  // a duration
 };
 
 int do_add(const Context& ctx, AddArgs a) {
@@ -40,12 +39,12 @@ int do_add(const Context& ctx, AddArgs a) {
   std::string text = a.payload_file.empty() ? a.payload
                                             : read_input_file("payload file", a.payload_file, limits.max_payload_bytes);
   boost::json::value payload = parse_payload(text, limits);
-  a.options.backoff.kind = a.backoff_kind == "fixed" ? Backoff::Kind::fixed : Backoff::Kind::exponential;
-  if (!a.timeout.empty()) a.options.timeout_ms = parse_cli_duration("--timeout", a.timeout);
-  if (!a.ttl.empty()) a.options.ttl_ms = parse_cli_duration("--ttl", a.ttl);
+  JobOptions options = a.flags.resolve();
+  options.delay_ms = a.delay_ms;
+  options.idempotency_key = a.idempotency_key;
   if (!a.idempotency_window.empty())
-    a.options.idempotency_window_ms = parse_cli_duration("--idempotency-window", a.idempotency_window);
-  validate_options(a.options);
+    options.idempotency_window_ms = parse_cli_duration("--idempotency-window", a.idempotency_window);
+  validate_options(options);
   // The payload guards run again in the codec; here they refuse before the
   // store exists, on the same text the codec will see.
   check_payload(ctx.settings.guards.limits_for(a.queue), a.queue, boost::json::serialize(payload));
@@ -54,7 +53,7 @@ int do_add(const Context& ctx, AddArgs a) {
   // The job is built here rather than through Queue::add so that its fresh
   // id is known: a different id back from enqueue means the add was
   // answered by an existing job with the same idempotency key.
-  Job job = make_job(*client, a.queue, a.task, payload, a.options, client->env().now_ms());
+  Job job = make_job(*client, a.queue, a.task, payload, options, client->env().now_ms());
   JobId fresh = job.id;
   std::vector<Job> batch;
   batch.push_back(std::move(job));
@@ -228,6 +227,32 @@ int do_logs(const Context& ctx, const std::string& id_text, std::size_t limit) {
 
 }  // namespace
 
+JobOptions JobOptionFlags::resolve() const {
+  JobOptions o = options;
+  o.backoff.kind = backoff_kind == "fixed" ? Backoff::Kind::fixed : Backoff::Kind::exponential;
+  if (!timeout.empty()) o.timeout_ms = parse_cli_duration("--timeout", timeout);
+  if (!ttl.empty()) o.ttl_ms = parse_cli_duration("--ttl", ttl);
+  validate_options(o);
+  return o;
+}
+
+void add_job_option_flags(CLI::App* cmd, JobOptionFlags& f) {
+  JobOptions& o = f.options;
+  cmd->add_option("--priority", o.priority, "lower runs first, [-1000000, 1000000] (default 0)");
+  cmd->add_option("--attempts", o.attempts, "total attempts including the first, [1, 1000] (default 1)");
+  cmd->add_option("--backoff", f.backoff_kind, "fixed or exponential (default exponential)")
+      ->check(CLI::IsMember({"fixed", "exponential"}));
+  cmd->add_option("--backoff-delay", o.backoff.delay_ms, "base wait before a retry, ms (default 1000)");
+  cmd->add_option("--backoff-max", o.backoff.max_delay_ms, "longest wait before a retry, ms (default 3600000)");
+  cmd->add_option("--jitter", o.backoff.jitter, "0..1: random share taken off each wait (default 0.2)");
+  cmd->add_option("--timeout", f.timeout,
+                  "per-attempt time limit: 500ms, 30s, 5m, 1h, or ms (default 0: none)");
+  cmd->add_option("--ttl", f.ttl,
+                  "expire the job if not started within this long of being added (default: never)");
+  cmd->add_flag("--lifo", o.lifo, "take before other waiting jobs of the same priority");
+  cmd->add_option("--subject", o.subject, "data subject id, for erasure (never printed)");
+}
+
 void add_job_commands(CLI::App& app, Context& ctx) {
   auto* job = app.add_subcommand("job", "add, inspect and operate jobs");
   job->require_subcommand(1);
@@ -241,24 +266,11 @@ void add_job_commands(CLI::App& app, Context& ctx) {
   add->add_option("--payload-file", add_args->payload_file,
                   "read the JSON payload from a file ('-' for stdin)")
       ->excludes(payload_opt);
-  JobOptions& o = add_args->options;
-  add->add_option("--priority", o.priority, "lower runs first, [-1000000, 1000000] (default 0)");
-  add->add_option("--delay", o.delay_ms, "run no sooner than this many ms from now");
-  add->add_option("--attempts", o.attempts, "total attempts including the first, [1, 1000] (default 1)");
-  add->add_option("--backoff", add_args->backoff_kind, "fixed or exponential (default exponential)")
-      ->check(CLI::IsMember({"fixed", "exponential"}));
-  add->add_option("--backoff-delay", o.backoff.delay_ms, "base wait before a retry, ms (default 1000)");
-  add->add_option("--backoff-max", o.backoff.max_delay_ms, "longest wait before a retry, ms (default 3600000)");
-  add->add_option("--jitter", o.backoff.jitter, "0..1: random share taken off each wait (default 0.2)");
-  add->add_option("--timeout", add_args->timeout,
-                  "per-attempt time limit: 500ms, 30s, 5m, 1h, or ms (default 0: none)");
-  add->add_option("--ttl", add_args->ttl,
-                  "expire the job if not started within this long of being added (default: never)");
+  add_job_option_flags(add, add_args->flags);
+  add->add_option("--delay", add_args->delay_ms, "run no sooner than this many ms from now");
   add->add_option("--idempotency-window", add_args->idempotency_window,
                   "keep deduplicating this long after the job finished (needs --idempotency-key)");
-  add->add_flag("--lifo", o.lifo, "take before other waiting jobs of the same priority");
-  add->add_option("--idempotency-key", o.idempotency_key, "deduplication key (at most 256 bytes)");
-  add->add_option("--subject", o.subject, "data subject id, for erasure (never printed)");
+  add->add_option("--idempotency-key", add_args->idempotency_key, "deduplication key (at most 256 bytes)");
   add->callback([&ctx, add_args] { ctx.action = [&ctx, add_args] { return do_add(ctx, *add_args); }; });
 
   // show

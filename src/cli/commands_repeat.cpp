@@ -1,22 +1,26 @@
 // `asyncmq repeat add|list|pause|resume|remove` and `asyncmq scheduler`.
 //
 // The scheduler command has a hidden test mode (--simulate-from/-until/
-// -step-ms): the process's clock starts at FROM and moves by STEP after each
-// pass until it passes UNTIL, as fast as the store allows, then the process
-// prints what it fired and exits. Several such processes on one store race
-// for the same ticks, which is how tests/fault/scheduler_test.cpp checks that
-// every tick fires exactly once across processes without waiting an hour.
+// -epoch-ms/-speed): the process's clock reads FROM at the real instant EPOCH
+// and runs SPEED times faster than real time; the real scheduler loop runs
+// on it until it passes UNTIL, then the process prints what it fired and
+// exits. Several such processes with the same EPOCH share one simulated
+// clock and race for the same ticks, which is how
+// tests/fault/scheduler_test.cpp checks a simulated hour in seconds.
 #include <asyncmq/cron.hpp>
 #include <asyncmq/error.hpp>
 #include <asyncmq/identity.hpp>
 #include <asyncmq/repeat.hpp>
+#include <asyncmq/security.hpp>
 #include <asyncmq/sync.hpp>
 
 #include "cli/cli_common.hpp"
+#include "cli/cli_features.hpp"
 
 #include <CLI/CLI.hpp>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/json.hpp>
@@ -24,6 +28,7 @@
 #include <date/date.h>
 #include <date/tz.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <iostream>
@@ -32,27 +37,10 @@
 namespace asyncmq::cli {
 namespace {
 
-// "1500ms", "30s", "5m", "2h", "1d"; a bare number is milliseconds.
-std::int64_t parse_duration_ms(const std::string& text) {
-  std::size_t digits = 0;
-  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
-  std::string unit = text.substr(digits);
-  if (digits == 0 || digits > 12)
-    throw InvalidArgument("--every '" + text + "': expected a number and a unit (ms, s, m, h, d)");
-  std::int64_t n = std::stoll(text.substr(0, digits));
-  std::int64_t scale = 0;
-  if (unit.empty() || unit == "ms") scale = 1;
-  else if (unit == "s") scale = 1000;
-  else if (unit == "m") scale = 60'000;
-  else if (unit == "h") scale = 3'600'000;
-  else if (unit == "d") scale = 86'400'000;
-  else throw InvalidArgument("--every '" + text + "': unknown unit '" + unit + "' (ms, s, m, h, d)");
-  return n * scale;
-}
-
 struct AddArgs {
   std::string queue, name, task, payload = "{}", cron, tz = "UTC", every;
   bool catch_up = false;
+  JobOptionFlags flags;
 };
 
 int do_add(const Context& ctx, const AddArgs& a) {
@@ -71,14 +59,16 @@ int do_add(const Context& ctx, const AddArgs& a) {
     ro.time_zone = a.tz;
   } else {
     if (a.tz != "UTC") throw InvalidArgument("repeat add: --tz applies to --cron only");
-    ro.every_ms = parse_duration_ms(a.every);
+    ro.every_ms = parse_cli_duration("--every", a.every);
     if (ro.every_ms < kMinEveryMs)
       throw InvalidArgument("repeat add: --every " + a.every + " is shorter than 1s");
   }
+  JobOptions options = a.flags.resolve();
   auto payload = parse_payload(a.payload, ClientOptions{});
+  // The guards refuse before the store exists (the codec checks again).
+  check_payload(ctx.settings.guards.limits_for(a.queue), a.queue, boost::json::serialize(payload));
   auto client = open_client(ctx, Access::create);
   Repeatables reps(Queue(client, a.queue));
-  JobOptions options;
   Repeatable r = sync_wait(reps.add(a.name, a.task, std::move(payload), ro, options));
   if (ctx.json) {
     print_json({{"queue", r.queue}, {"name", r.name}, {"next_fire_ms", r.next_fire_ms},
@@ -177,45 +167,51 @@ int do_op(const Context& ctx, Op op, const std::string& queue, const std::string
   return kExitOk;
 }
 
-// The system Env with a clock the process sets itself (simulation mode).
-class SteppedEnv final : public Env {
+// The system Env with its clock sped up (simulation mode): simulated time is
+// FROM + (real time - EPOCH) * SPEED, and sleeps last 1/SPEED as long, so
+// processes started with the same EPOCH share one simulated clock.
+class ScaledEnv final : public Env {
  public:
-  explicit SteppedEnv(std::int64_t start) : now_(start) {}
-  std::int64_t now_ms() override { return now_.load(); }
-  std::int64_t monotonic_ns() override { return Env::system().monotonic_ns(); }
+  ScaledEnv(std::int64_t from, std::int64_t epoch, std::int64_t speed)
+      : from_(from), epoch_(epoch), speed_(speed) {}
+  std::int64_t now_ms() override { return from_ + (Env::system().now_ms() - epoch_) * speed_; }
+  std::int64_t monotonic_ns() override { return Env::system().monotonic_ns() * speed_; }
   boost::asio::awaitable<void> sleep_for(std::int64_t ms) override {
-    return Env::system().sleep_for(ms);
+    return Env::system().sleep_for(std::max<std::int64_t>(1, ms / speed_));
   }
   std::uint64_t random_u64() override { return Env::system().random_u64(); }
-  void set(std::int64_t ms) { now_ = ms; }
 
  private:
-  std::atomic<std::int64_t> now_;
+  std::int64_t from_, epoch_, speed_;
 };
 
 struct SchedulerArgs {
   std::vector<std::string> queues;
   std::int64_t max_sleep_ms = 1000;
-  std::int64_t sim_from = 0, sim_until = 0, sim_step = 0;
+  std::int64_t sim_from = 0, sim_until = 0, sim_epoch = 0, sim_speed = 0;
 };
 
+// Runs the real scheduler loop on a ScaledEnv until the simulated clock
+// passes UNTIL, then prints what this process fired.
 int do_simulate(const Context& ctx, const SchedulerArgs& a, const SchedulerOptions& so) {
-  if (a.sim_until < a.sim_from || a.sim_step < 1)
-    throw InvalidArgument("scheduler: the simulation needs from <= until and a step >= 1");
-  SteppedEnv env(a.sim_from);
+  if (a.sim_until < a.sim_from || a.sim_speed < 1 || a.sim_speed > 10'000)
+    throw InvalidArgument("scheduler: the simulation needs from <= until and a speed in [1, 10000]");
+  ScaledEnv env(a.sim_from, a.sim_epoch, a.sim_speed);
   auto client = open_client(ctx, Access::must_exist, env);
   Scheduler scheduler(client, so);
-  std::int64_t fired = 0, lost = 0, failed = 0, passes = 0;
-  for (std::int64_t t = a.sim_from; t <= a.sim_until; t += a.sim_step) {
-    env.set(t);
-    SchedulerPass p = sync_wait(scheduler.fire_due(t));
-    fired += static_cast<std::int64_t>(p.fired);
-    lost += static_cast<std::int64_t>(p.lost);
-    failed += static_cast<std::int64_t>(p.failed);
-    ++passes;
-  }
-  print_json({{"passes", passes}, {"fired", fired}, {"lost", lost}, {"failed", failed}});
-  return failed == 0 ? kExitOk : kExitRuntime;
+  boost::asio::io_context io(1);
+  std::exception_ptr error;
+  boost::asio::co_spawn(io, scheduler.run(), [&](std::exception_ptr e) { error = e; });
+  auto stopper = [&]() -> boost::asio::awaitable<void> {
+    while (env.now_ms() <= a.sim_until) co_await env.sleep_for(so.max_sleep_ms / 4);
+    scheduler.stop();
+  };
+  boost::asio::co_spawn(io, stopper(), boost::asio::detached);
+  io.run();
+  if (error) std::rethrow_exception(error);
+  SchedulerPass t = scheduler.totals();
+  print_json({{"fired", t.fired}, {"lost", t.lost}, {"failed", t.failed}});
+  return t.failed == 0 ? kExitOk : kExitRuntime;
 }
 
 int do_scheduler(const Context& ctx, const SchedulerArgs& a) {
@@ -223,7 +219,7 @@ int do_scheduler(const Context& ctx, const SchedulerArgs& a) {
   SchedulerOptions so;
   so.queues = a.queues;
   so.max_sleep_ms = a.max_sleep_ms;
-  if (a.sim_step != 0 || a.sim_from != 0 || a.sim_until != 0) return do_simulate(ctx, a, so);
+  if (a.sim_speed != 0) return do_simulate(ctx, a, so);
 
   boost::asio::io_context io(1);
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -264,6 +260,7 @@ void add_repeat_commands(CLI::App& app, Context& ctx) {
   add->add_option("--every", add_args->every, "period: 1500ms, 30s, 5m, 2h, 1d");
   add->add_flag("--catch-up", add_args->catch_up,
                 "after downtime fire every missed tick (default: fire once)");
+  add_job_option_flags(add, add_args->flags);
   add->callback([&ctx, add_args] {
     ctx.action = [&ctx, add_args] { return do_add(ctx, *add_args); };
   });
@@ -302,7 +299,8 @@ void add_repeat_commands(CLI::App& app, Context& ctx) {
   // Test-only: a simulated clock (see the top of this file).
   sched->add_option("--simulate-from", sargs->sim_from)->group("");
   sched->add_option("--simulate-until", sargs->sim_until)->group("");
-  sched->add_option("--simulate-step-ms", sargs->sim_step)->group("");
+  sched->add_option("--simulate-epoch-ms", sargs->sim_epoch)->group("");
+  sched->add_option("--simulate-speed", sargs->sim_speed)->group("");
   sched->callback([&ctx, sargs] {
     ctx.action = [&ctx, sargs] { return do_scheduler(ctx, *sargs); };
   });

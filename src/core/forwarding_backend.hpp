@@ -108,8 +108,8 @@ class ForwardingBackend : public Backend {
     return inner_->remove_repeatable(queue, name);
   }
   boost::asio::awaitable<void> set_repeatable_paused(std::string_view queue, std::string_view name,
-                                                     bool paused) override {
-    return inner_->set_repeatable_paused(queue, name, paused);
+                                                     bool paused, std::int64_t next_fire_ms) override {
+    return inner_->set_repeatable_paused(queue, name, paused, next_fire_ms);
   }
   boost::asio::awaitable<std::vector<Repeatable>> repeatables(std::string_view queue) override {
     return inner_->repeatables(queue);

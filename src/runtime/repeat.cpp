@@ -120,7 +120,7 @@ boost::asio::awaitable<std::vector<Repeatable>> Repeatables::list() {
 
 boost::asio::awaitable<void> Repeatables::pause(std::string_view name) {
   validate_name("repeatable", name);
-  co_await queue_.client().backend().set_repeatable_paused(queue_.name(), name, true);
+  co_await queue_.client().backend().set_repeatable_paused(queue_.name(), name, true, 0);
 }
 
 boost::asio::awaitable<void> Repeatables::resume(std::string_view name) {
@@ -129,9 +129,8 @@ boost::asio::awaitable<void> Repeatables::resume(std::string_view name) {
   Repeatable r = co_await find(c.backend(), queue_.name(), name);
   if (!r.paused) co_return;
   // Ticks that fell while paused are skipped, catch_up or not.
-  r.paused = false;
-  r.next_fire_ms = next_tick(r, std::max(c.env().now_ms(), r.last_fire_ms));
-  co_await c.backend().upsert_repeatable(r);
+  std::int64_t next = next_tick(r, std::max(c.env().now_ms(), r.last_fire_ms));
+  co_await c.backend().set_repeatable_paused(queue_.name(), name, false, next);
 }
 
 boost::asio::awaitable<void> Repeatables::remove(std::string_view name) {
@@ -189,6 +188,14 @@ boost::asio::awaitable<SchedulerPass> Scheduler::fire_due(std::int64_t now_ms) {
   co_return pass;
 }
 
+SchedulerPass Scheduler::totals() const {
+  SchedulerPass t;
+  t.fired = fired_.load();
+  t.lost = lost_.load();
+  t.failed = failed_.load();
+  return t;
+}
+
 boost::asio::awaitable<void> Scheduler::run() {
   Env& env = client_->env();
   while (!stop_) {
@@ -196,6 +203,9 @@ boost::asio::awaitable<void> Scheduler::run() {
     try {
       std::int64_t now = env.now_ms();
       SchedulerPass pass = co_await fire_due(now);
+      fired_ += pass.fired;
+      lost_ += pass.lost;
+      failed_ += pass.failed;
       if (pass.next_due_ms != CronSchedule::kNever)
         wait = std::clamp<std::int64_t>(pass.next_due_ms - env.now_ms(), 0, options_.max_sleep_ms);
     } catch (const std::exception& e) {

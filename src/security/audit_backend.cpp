@@ -231,6 +231,15 @@ class AuditingBackend final : public core::ForwardingBackend {
     log_->append(e);
   }
 
+  awaitable<void> set_repeatable_paused(std::string_view queue, std::string_view name, bool paused,
+                                        std::int64_t next_fire_ms) override {
+    std::string q(queue);
+    std::string detail = "name=" + std::string(name);
+    co_await inner().set_repeatable_paused(q, name, paused, next_fire_ms);
+    AuditEvent e(paused ? "repeatable-paused" : "repeatable-resumed", actor_, "", q, "", detail);
+    log_->append(e);
+  }
+
   awaitable<bool> fire_repeatable(std::string_view queue, std::string_view name,
                                   std::int64_t expected_fire_ms, std::int64_t next_fire_ms,
                                   Job job) override {

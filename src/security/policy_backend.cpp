@@ -239,9 +239,9 @@ class PolicyBackend final : public core::ForwardingBackend {
   }
 
   awaitable<void> set_repeatable_paused(std::string_view queue, std::string_view name,
-                                        bool paused) override {
+                                        bool paused, std::int64_t next_fire_ms) override {
     policy_->check(*who_, paused ? Action::pause : Action::resume, queue);
-    co_await inner().set_repeatable_paused(queue, name, paused);
+    co_await inner().set_repeatable_paused(queue, name, paused, next_fire_ms);
   }
 
   awaitable<std::vector<Repeatable>> repeatables(std::string_view queue) override {

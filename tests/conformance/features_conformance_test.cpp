@@ -431,14 +431,19 @@ TEST_P(Features, ARepeatableTickFiresExactlyOnce) {
   EXPECT_FALSE(sync_wait(backend().fire_repeatable("cron", "nightly", tick, tick + 60'000, b)));
   EXPECT_EQ(count_of(counts("cron"), JobState::waiting), 1u);
   EXPECT_EQ(sync_wait(backend().repeatables("cron"))[0].next_fire_ms, tick + 60'000);
-  sync_wait(backend().set_repeatable_paused("cron", "nightly", true));
+  sync_wait(backend().set_repeatable_paused("cron", "nightly", true, 0));
   EXPECT_FALSE(sync_wait(
       backend().fire_repeatable("cron", "nightly", tick + 60'000, tick + 120'000, b)));
   EXPECT_TRUE(sync_wait(backend().repeatables("cron"))[0].paused);
+  // Pausing leaves the next fire time alone; resuming sets it in the same write.
+  EXPECT_EQ(sync_wait(backend().repeatables("cron"))[0].next_fire_ms, tick + 60'000);
+  sync_wait(backend().set_repeatable_paused("cron", "nightly", false, tick + 300'000));
+  EXPECT_FALSE(sync_wait(backend().repeatables("cron"))[0].paused);
+  EXPECT_EQ(sync_wait(backend().repeatables("cron"))[0].next_fire_ms, tick + 300'000);
   sync_wait(backend().remove_repeatable("cron", "nightly"));
   EXPECT_TRUE(sync_wait(backend().repeatables("")).empty());
   EXPECT_THROW(sync_wait(backend().remove_repeatable("cron", "nightly")), NotFound);
-  EXPECT_THROW(sync_wait(backend().set_repeatable_paused("cron", "nightly", false)), NotFound);
+  EXPECT_THROW(sync_wait(backend().set_repeatable_paused("cron", "nightly", false, 0)), NotFound);
 }
 
 // ----- events -----

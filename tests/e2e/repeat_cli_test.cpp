@@ -1,6 +1,8 @@
 // End-to-end tests of `asyncmq repeat ...` and `asyncmq scheduler`: the real
 // binary as a child process against a temporary SQLite file. Firing is
 // checked with the scheduler's simulated clock (no waiting for real ticks).
+#include <asyncmq/env.hpp>
+
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
 
@@ -101,14 +103,33 @@ TEST_F(RepeatCli, BadInputExitsTwoNamingTheProblemAndCreatesNothing) {
 }
 
 TEST_F(RepeatCli, SimulatedSchedulerFiresEveryTickOnce) {
-  auto r = cli({"repeat", "add", "q", "beat", "--task", "echo", "--every", "1m"});
+  auto r = cli({"repeat", "add", "q", "beat", "--task", "echo", "--every", "1m", "--attempts", "3",
+                "--priority", "-5", "--ttl", "10m"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::int64_t t0 = list()[0].at("next_fire_ms").as_int64();
-  auto v = cli_json({"scheduler", "--simulate-from", std::to_string(t0), "--simulate-until",
-                     std::to_string(t0 + 9 * 60'000), "--simulate-step-ms", "20000"});
+  // Ten simulated minutes at 200x: about 3 s.
+  std::int64_t epoch = Env::system().now_ms();
+  auto v = cli_json({"scheduler", "--simulate-from", std::to_string(t0 - 10'000), "--simulate-until",
+                     std::to_string(t0 + 9 * 60'000 + 10'000), "--simulate-epoch-ms",
+                     std::to_string(epoch), "--simulate-speed", "200"});
   EXPECT_EQ(v.at("fired").to_number<std::int64_t>(), 10);
   auto stats = cli_json({"queue", "stats", "q"});
   EXPECT_EQ(stats.at("queues").as_array()[0].at("counts").at("waiting").to_number<std::int64_t>(), 10);
+  // Each fired job carries the repeatable's job options.
+  auto jobs = cli_json({"job", "list", "q", "--state", "waiting"});
+  for (const auto& j : jobs.at("jobs").as_array()) {
+    const auto& o = j.at("options");
+    EXPECT_EQ(o.at("attempts").to_number<std::int64_t>(), 3);
+    EXPECT_EQ(o.at("priority").to_number<std::int64_t>(), -5);
+    EXPECT_EQ(o.at("ttl_ms").to_number<std::int64_t>(), 600'000);
+  }
+}
+
+TEST_F(RepeatCli, BadJobOptionIsRefusedAndNothingWritten) {
+  auto r = cli({"repeat", "add", "q", "beat", "--task", "echo", "--every", "1m", "--ttl", "-5s"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--ttl"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(db()));
 }
 
 }  // namespace

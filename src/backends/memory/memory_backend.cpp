@@ -458,12 +458,13 @@ class MemoryBackend final : public Backend {
   }
 
   boost::asio::awaitable<void> set_repeatable_paused(std::string_view queue, std::string_view name,
-                                                     bool paused) override {
+                                                     bool paused, std::int64_t next_fire_ms) override {
     std::lock_guard lock(mu_);
     auto it = repeatables_.find({std::string(queue), std::string(name)});
     if (it == repeatables_.end())
       throw NotFound("repeatable " + std::string(name) + " not found in queue " + std::string(queue));
     it->second.paused = paused;
+    if (!paused) it->second.next_fire_ms = next_fire_ms;
     co_return;
   }
 

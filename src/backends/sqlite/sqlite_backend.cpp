@@ -1730,9 +1730,11 @@ void do_remove_repeatable(Db& db, const std::string& queue, const std::string& n
 }
 
 void do_set_repeatable_paused(Db& db, const std::string& queue, const std::string& name,
-                              bool paused) {
-  Stmt s(db, "UPDATE repeatables SET paused = ?1 WHERE queue = ?2 AND name = ?3");
-  s.bind(1, paused ? 1 : 0).bind_text(2, queue).bind_text(3, name).run();
+                              bool paused, std::int64_t next_fire_ms) {
+  Stmt s(db, "UPDATE repeatables SET paused = ?1, "
+             "next_fire_ms = CASE WHEN ?1 THEN next_fire_ms ELSE ?4 END "
+             "WHERE queue = ?2 AND name = ?3");
+  s.bind(1, paused ? 1 : 0).bind_text(2, queue).bind_text(3, name).bind(4, next_fire_ms).run();
   if (sqlite3_changes(db.handle()) == 0) repeatable_not_found(queue, name);
 }
 
@@ -2110,9 +2112,10 @@ class SqliteBackend final : public Backend {
   }
 
   awaitable<void> set_repeatable_paused(std::string_view queue, std::string_view name,
-                                        bool paused) override {
-    return run_on<void>(*writer_, [q = std::string(queue), n = std::string(name), paused](Db& db) {
-      do_set_repeatable_paused(db, q, n, paused);
+                                        bool paused, std::int64_t next_fire_ms) override {
+    return run_on<void>(*writer_, [q = std::string(queue), n = std::string(name), paused,
+                                   next_fire_ms](Db& db) {
+      do_set_repeatable_paused(db, q, n, paused, next_fire_ms);
     });
   }
 
