@@ -107,11 +107,13 @@ TEST_F(RepeatCli, SimulatedSchedulerFiresEveryTickOnce) {
                 "--priority", "-5", "--ttl", "10m"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::int64_t t0 = list()[0].at("next_fire_ms").as_int64();
-  // Ten simulated minutes at 200x: about 3 s.
-  std::int64_t epoch = Env::system().now_ms();
+  // Ten simulated minutes at 100x: about 6 s. The clock starts 1 s of real
+  // time from now, so that the process is up before the first tick (a tick
+  // first seen a whole period late is skipped, as after downtime).
+  std::int64_t epoch = Env::system().now_ms() + 1000;
   auto v = cli_json({"scheduler", "--simulate-from", std::to_string(t0 - 10'000), "--simulate-until",
                      std::to_string(t0 + 9 * 60'000 + 10'000), "--simulate-epoch-ms",
-                     std::to_string(epoch), "--simulate-speed", "200"});
+                     std::to_string(epoch), "--simulate-speed", "100"});
   EXPECT_EQ(v.at("fired").to_number<std::int64_t>(), 10);
   auto stats = cli_json({"queue", "stats", "q"});
   EXPECT_EQ(stats.at("queues").as_array()[0].at("counts").at("waiting").to_number<std::int64_t>(), 10);
