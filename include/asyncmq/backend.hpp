@@ -86,6 +86,15 @@ struct Event {
   std::string detail;  // never payload data
 };
 
+// A page of events and the cursor to read on from. `last_seq` is the seq of
+// the last event the read went past, shown or not (a policy may leave
+// events out), so a subscriber that passes it back never re-reads them;
+// -1 when the read found no event.
+struct EventPage {
+  std::vector<Event> events;
+  std::int64_t last_seq = -1;
+};
+
 // What heartbeat found for one lease.
 enum class LeaseStatus : std::uint8_t {
   lost = 0,              // not active under that token any more: stop, do not record
@@ -340,9 +349,9 @@ class Backend {
 
   // Events with seq > `after_seq`, oldest first, at most `limit` (1..10000).
   // `after_seq` < 0 asks for the newest `limit` events instead (oldest
-  // first), so a subscriber can start at the head.
-  virtual boost::asio::awaitable<std::vector<Event>> read_events(std::int64_t after_seq,
-                                                                 std::size_t limit) = 0;
+  // first), so a subscriber can start at the head. Read on from last_seq.
+  virtual boost::asio::awaitable<EventPage> read_events(std::int64_t after_seq,
+                                                        std::size_t limit) = 0;
 
   // The URI this backend was opened with, passwords masked.
   virtual std::string describe() const = 0;

@@ -13,6 +13,12 @@
 // due delayed/failed jobs and reclaiming jobs whose lease expired, and (by
 // default) fires the due repeatables of its queues.
 //
+// Errors: run() stops the worker gracefully and throws PermissionDenied or
+// Unauthenticated when the backend refuses a claim for that reason (the
+// client's principal may not claim from a queue, or its credential was
+// revoked): asking again cannot succeed. Other backend errors are logged and
+// retried.
+//
 // Thread safety: `run` is called once; `stop` and `stats` from any thread.
 // Lifetime: the Client and TaskRegistry are shared; the Worker must outlive
 // the completion of `run`.

@@ -53,6 +53,7 @@ struct KeygenArgs {
 };
 
 int do_keygen(const Context& ctx, const KeygenArgs& a) {
+  require_admin(ctx, asyncmq::Action::audit);
   fs::path writer = a.writer_key.empty() ? audit_paths(ctx).writer_key : fs::path(a.writer_key);
   if (writer.empty())
     throw InvalidArgument("audit keygen needs --writer-key or --audit-dir");
@@ -83,6 +84,7 @@ struct VerifyArgs {
 };
 
 int do_verify(const Context& ctx, const VerifyArgs& a) {
+  require_admin(ctx, asyncmq::Action::audit);
   Paths p = audit_paths(ctx);
   AuditVerifyOptions o;
   o.verify_key_path = a.verify_key;
@@ -154,6 +156,7 @@ struct ExportArgs {
 };
 
 int do_export(const Context& ctx, const ExportArgs& a) {
+  require_admin(ctx, asyncmq::Action::audit);
   std::uint64_t since_seq = 0;
   std::int64_t since_ms = 0;
   if (!a.since.empty()) {

@@ -42,13 +42,13 @@ int do_tail(const Context& ctx, const TailArgs& a) {
   std::int64_t after = 0;
   if (!a.from_start) {
     auto last = sync_wait(backend.read_events(-1, 1));
-    if (!last.empty()) after = last.back().seq;
+    if (last.last_seq >= 0) after = last.last_seq;
   }
   std::int64_t printed = 0;
   for (;;) {
-    auto events = sync_wait(backend.read_events(after, 1000));
-    for (const auto& e : events) {
-      after = e.seq;
+    EventPage page = sync_wait(backend.read_events(after, 1000));
+    if (page.last_seq >= 0) after = page.last_seq;
+    for (const auto& e : page.events) {
       if (!a.queue.empty() && e.queue != a.queue) continue;
       // A progress event's detail is the handler's JSON value, unsealed:
       // redacted here, whole, before --json escapes it or the text form
@@ -69,7 +69,7 @@ int do_tail(const Context& ctx, const TailArgs& a) {
       }
       if (a.count > 0 && ++printed >= a.count) return kExitOk;
     }
-    if (events.size() < 1000) sync_wait(env.sleep_for(a.poll_ms));
+    if (page.events.size() < 1000) sync_wait(env.sleep_for(a.poll_ms));
   }
 }
 

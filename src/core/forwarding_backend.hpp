@@ -119,7 +119,7 @@ class ForwardingBackend : public Backend {
                                                std::int64_t next_fire_ms, Job job) override {
     return inner_->fire_repeatable(queue, name, expected_fire_ms, next_fire_ms, std::move(job));
   }
-  boost::asio::awaitable<std::vector<Event>> read_events(std::int64_t after_seq,
+  boost::asio::awaitable<EventPage> read_events(std::int64_t after_seq,
                                                          std::size_t limit) override {
     return inner_->read_events(after_seq, limit);
   }

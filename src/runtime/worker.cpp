@@ -193,6 +193,7 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
       scheduler_wakeup;
 
   std::atomic<bool> stop_requested{false};
+  std::exception_ptr fatal;  // a claim refusal that ends run() (I/O loop only)
   std::uint64_t claim_calls = 0, finish_calls = 0;  // for the batching figures in the log
   std::mutex executor_mu;  // guards `executor` for stop() from other threads
 
@@ -413,6 +414,15 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
             boost::asio::co_spawn(ex, run_job(token, shared_from_this()), boost::asio::detached);
           }
         }
+      } catch (const Error& e) {
+        if (e.kind() == errc::permission_denied || e.kind() == errc::unauthenticated) {
+          // Asking again cannot succeed: stop, and let run() throw it.
+          core::log(core::LogLevel::error, "worker", std::string("claim refused, stopping: ") + e.what());
+          fatal = std::current_exception();
+          stop_requested = true;
+          break;
+        }
+        core::log(core::LogLevel::warn, "worker", std::string("claim failed: ") + e.what());
       } catch (const std::exception& e) {
         core::log(core::LogLevel::warn, "worker", std::string("claim failed: ") + e.what());
       }
@@ -675,8 +685,11 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
     for (Wakeup* w : {&claim_wakeup, &flush_wakeup, &heartbeat_wakeup, &maintenance_wakeup, &drain_wakeup,
                      &scheduler_wakeup})
       w->release();
-    std::lock_guard lock(executor_mu);
-    executor.reset();
+    {
+      std::lock_guard lock(executor_mu);
+      executor.reset();
+    }
+    if (fatal) std::rethrow_exception(fatal);
   }
 };
 

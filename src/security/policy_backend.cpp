@@ -266,13 +266,12 @@ class PolicyBackend final : public core::ForwardingBackend {
                                                std::move(job));
   }
 
-  awaitable<std::vector<Event>> read_events(std::int64_t after_seq, std::size_t limit) override {
-    // Events of queues this principal may not read are left out.
-    auto all = co_await inner().read_events(after_seq, limit);
-    std::vector<Event> out;
-    for (auto& e : all)
-      if (policy_->allowed(*who_, Action::read, e.queue)) out.push_back(std::move(e));
-    co_return out;
+  awaitable<EventPage> read_events(std::int64_t after_seq, std::size_t limit) override {
+    // Events of queues this principal may not read are left out; last_seq
+    // still moves past them.
+    EventPage page = co_await inner().read_events(after_seq, limit);
+    std::erase_if(page.events, [&](const Event& e) { return !policy_->allowed(*who_, Action::read, e.queue); });
+    co_return page;
   }
 
  private:

@@ -33,7 +33,7 @@ class Features : public BackendConformance {
   }
   std::vector<Event> events_of(const JobId& id) {
     std::vector<Event> out;
-    for (auto& e : sync_wait(backend().read_events(0, 10000)))
+    for (auto& e : sync_wait(backend().read_events(0, 10000)).events)
       if (e.job == id) out.push_back(e);
     return out;
   }
@@ -461,18 +461,21 @@ TEST_P(Features, EventLogFollowsEachTransitionInOrder) {
   EXPECT_EQ(types_of(id), (std::vector<EventType>{EventType::waiting, EventType::active,
                                                   EventType::failed, EventType::active,
                                                   EventType::completed}));
-  auto all = sync_wait(backend().read_events(0, 100));
+  auto all = sync_wait(backend().read_events(0, 100)).events;
   ASSERT_EQ(all.size(), 5u);
   for (std::size_t i = 1; i < all.size(); ++i) EXPECT_LT(all[i - 1].seq, all[i].seq);
   EXPECT_EQ(all[2].detail, "1");  // the failed attempt's number
-  auto after = sync_wait(backend().read_events(all[2].seq, 100));
+  auto after = sync_wait(backend().read_events(all[2].seq, 100)).events;
   ASSERT_EQ(after.size(), 2u);
   EXPECT_EQ(after[0].seq, all[3].seq);
-  auto newest = sync_wait(backend().read_events(-1, 2));
+  auto newest_page = sync_wait(backend().read_events(-1, 2));
+  EXPECT_EQ(newest_page.last_seq, all.back().seq);
+  auto newest = newest_page.events;
   ASSERT_EQ(newest.size(), 2u);
   EXPECT_EQ(newest[1].seq, all[4].seq);
   EXPECT_EQ(newest[0].seq, all[3].seq);
-  EXPECT_TRUE(sync_wait(backend().read_events(all[4].seq, 100)).empty());
+  EXPECT_TRUE(sync_wait(backend().read_events(all[4].seq, 100)).events.empty());
+  EXPECT_EQ(sync_wait(backend().read_events(all[4].seq, 100)).last_seq, -1);
   EXPECT_THROW(sync_wait(backend().read_events(0, 0)), InvalidArgument);
 }
 

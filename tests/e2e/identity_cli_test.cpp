@@ -190,6 +190,8 @@ TEST_F(IdentityCli, DeniedWorkerStartIsAudited) {
   expect_denied(cli({"--audit-dir", audit, "--key-file", dir_.file("keys"), "keys", "add"},
                     as(producer)),
                 "apikey:producer-bot", "keys", "*");
+  expect_denied(cli({"--audit-dir", audit, "audit", "export"}, as(producer)), "apikey:producer-bot",
+                "audit", "*");
   std::ifstream in(audit + "/audit.log");
   std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_NE(log.find("denied"), std::string::npos) << log;
@@ -198,6 +200,7 @@ TEST_F(IdentityCli, DeniedWorkerStartIsAudited) {
   EXPECT_NE(log.find("apikeys"), std::string::npos) << log;
   EXPECT_NE(log.find("action=purge"), std::string::npos) << log;
   EXPECT_NE(log.find("action=keys"), std::string::npos) << log;
+  EXPECT_NE(log.find("action=audit"), std::string::npos) << log;
   EXPECT_EQ(log.find(producer), std::string::npos);
   EXPECT_EQ(log.find("someone"), std::string::npos);  // the subject is never recorded
 }

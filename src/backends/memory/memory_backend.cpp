@@ -492,12 +492,13 @@ class MemoryBackend final : public Backend {
     co_return true;
   }
 
-  boost::asio::awaitable<std::vector<Event>> read_events(std::int64_t after_seq,
-                                                         std::size_t limit) override {
+  boost::asio::awaitable<EventPage> read_events(std::int64_t after_seq,
+                                                std::size_t limit) override {
     check_limit("event limit", limit, 10000);
     std::lock_guard lock(mu_);
-    std::vector<Event> out;
-    if (events_.empty()) co_return out;
+    EventPage page;
+    std::vector<Event>& out = page.events;
+    if (events_.empty()) co_return page;
     std::int64_t first = events_.front().seq;
     std::size_t start;
     if (after_seq < 0) {
@@ -507,7 +508,8 @@ class MemoryBackend final : public Backend {
     }
     for (std::size_t i = start; i < events_.size() && out.size() < limit; ++i)
       out.push_back(events_[i]);
-    co_return out;
+    if (!out.empty()) page.last_seq = out.back().seq;
+    co_return page;
   }
 
   std::string describe() const override { return "memory://"; }

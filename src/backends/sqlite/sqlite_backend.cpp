@@ -2136,10 +2136,13 @@ class SqliteBackend final : public Backend {
     });
   }
 
-  awaitable<std::vector<Event>> read_events(std::int64_t after_seq, std::size_t limit) override {
+  awaitable<EventPage> read_events(std::int64_t after_seq, std::size_t limit) override {
     check_limit("event limit", limit, 10000);
-    return run_on<std::vector<Event>>(*reader_, [after_seq, limit](Db& db) {
-      return do_read_events(db, after_seq, limit);
+    return run_on<EventPage>(*reader_, [after_seq, limit](Db& db) {
+      EventPage page;
+      page.events = do_read_events(db, after_seq, limit);
+      if (!page.events.empty()) page.last_seq = page.events.back().seq;
+      return page;
     });
   }
 

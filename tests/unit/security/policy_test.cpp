@@ -7,11 +7,15 @@
 #include <asyncmq/identity.hpp>
 #include <asyncmq/queue.hpp>
 #include <asyncmq/sync.hpp>
+#include <asyncmq/task.hpp>
+#include <asyncmq/worker.hpp>
 
 #include "security/policy_internal.hpp"
 #include "support/fake_env.hpp"
 #include "support/temp_dir.hpp"
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
@@ -295,6 +299,57 @@ TEST_F(PolicyClient, ProducerAddsButCannotClaim) {
   // And a producer may not add to a queue it has no grant for.
   Queue other(c, "billing");
   EXPECT_THROW(sync_wait(other.add("x", boost::json::object())), PermissionDenied);
+}
+
+TEST_F(PolicyClient, WorkerWhosePrincipalMayNotClaimStopsAndThrows) {
+  // Retrying a refused claim cannot succeed: run() ends with the denial
+  // instead of polling forever, and the job is left waiting.
+  sync_wait(Queue(as("producer"), "emails").add("send", boost::json::object()));
+  auto tasks = std::make_shared<TaskRegistry>();
+  tasks->add("send", [](TaskContext&) -> boost::json::value { return nullptr; });
+  WorkerOptions o;
+  o.queues = {"emails"};
+  o.blocking_threads = 1;
+  Worker worker(as("producer"), tasks, o);
+  boost::asio::io_context io;
+  std::exception_ptr error;
+  bool finished = false;
+  boost::asio::co_spawn(io, worker.run(), [&](std::exception_ptr e) {
+    error = e;
+    finished = true;
+  });
+  ASSERT_TRUE(run_until(io, env_, [&] { return finished; })) << "the worker kept polling";
+  ASSERT_TRUE(error);
+  EXPECT_THROW(std::rethrow_exception(error), PermissionDenied);
+  EXPECT_EQ(worker.stats().claimed, 0u);
+  EXPECT_EQ(sync_wait(backend_->counts("emails"))[static_cast<int>(JobState::waiting)], 1u);
+}
+
+TEST(PolicyEvents, HiddenEventsStillMoveTheCursor) {
+  // A subscriber that may read one queue must not stall behind a run of
+  // another queue's events: the page's last_seq goes past them.
+  FakeEnv env;
+  auto policy = Policy::parse("[[grant]]\nprincipal = \"apikey:v\"\nroles = [\"viewer\"]\nqueues = [\"emails\"]\n",
+                              "test", env);
+  auto backend = open_backend("memory://", env);
+  auto plain = std::make_shared<Client>(backend, env);
+  for (int i = 0; i < 30; ++i) sync_wait(Queue(plain, "billing").add("x", boost::json::object()));
+  JobId wanted = sync_wait(Queue(plain, "emails").add("send", boost::json::object()));
+  ClientOptions o;
+  o.principal = std::make_shared<Principal>(key("v"));
+  o.policy = policy;
+  auto viewer = std::make_shared<Client>(backend, env, o);
+  std::int64_t after = 0;
+  std::vector<Event> seen;
+  for (int reads = 0; reads < 10 && seen.empty(); ++reads) {
+    EventPage page = sync_wait(viewer->backend().read_events(after, 10));
+    ASSERT_GE(page.last_seq, 0) << "the cursor did not move";
+    after = page.last_seq;
+    seen = page.events;
+  }
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].queue, "emails");
+  EXPECT_EQ(seen[0].job, wanted);
 }
 
 TEST_F(PolicyClient, WorkerClaimsAndFinishesButCannotAdd) {
