@@ -2,13 +2,18 @@
 
 #include <asyncmq/error.hpp>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 
+#include <pthread.h>
+
+#include <atomic>
 #include <climits>
+#include <cstring>
 #include <memory>
 
 namespace asyncmq::security {
@@ -70,39 +75,94 @@ CipherCtx new_ctx() {
   return ctx;
 }
 
+// One encryption on `ctx`, which has its key and nonce set: appends
+// ciphertext || tag to `out`. On failure `out` is as it was.
+void gcm_encrypt(EVP_CIPHER_CTX* ctx, std::string_view aad, std::string_view plain,
+                 std::string& out) {
+  const int aad_len = checked_int(aad.size(), "associated data");
+  const int plain_len = checked_int(plain.size(), "plaintext");
+  const std::size_t at = out.size();
+  auto fail = [&](std::string_view op) {
+    out.resize(at);
+    throw_openssl(op);
+  };
+  int len = 0;
+  if (aad_len > 0 && EVP_EncryptUpdate(ctx, nullptr, &len, u8(aad), aad_len) != 1)
+    fail("EVP_EncryptUpdate(aad)");
+  out.resize(at + plain.size() + kGcmTagBytes);
+  auto* ct = reinterpret_cast<unsigned char*>(out.data() + at);
+  int written = 0;
+  if (plain_len > 0) {
+    if (EVP_EncryptUpdate(ctx, ct, &len, u8(plain), plain_len) != 1) fail("EVP_EncryptUpdate");
+    written = len;
+  }
+  unsigned char tail[16];
+  if (EVP_EncryptFinal_ex(ctx, tail, &len) != 1) fail("EVP_EncryptFinal_ex");
+  // GCM is a stream mode: Update wrote every byte, Final writes none.
+  if (written != plain_len || len != 0) fail("AES-256-GCM output length");
+  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, static_cast<int>(kGcmTagBytes),
+                          ct + plain.size()) != 1)
+    fail("EVP_CTRL_GCM_GET_TAG");
+}
+
+// One decryption on `ctx`, which has its key and nonce set. Returns false
+// (and `plain` empty) if the tag does not authenticate; no unverified
+// plaintext is ever left in `plain` (it is wiped).
+bool gcm_decrypt(EVP_CIPHER_CTX* ctx, std::string_view aad, std::string_view ciphertext,
+                 std::string_view tag, std::string& plain) {
+  const int aad_len = checked_int(aad.size(), "associated data");
+  const int ct_len = checked_int(ciphertext.size(), "ciphertext");
+  secure_wipe(plain);
+  plain.assign(ciphertext.size(), '\0');
+  auto fail = [&](std::string_view op) {
+    secure_wipe(plain);
+    plain.clear();
+    throw_openssl(op);
+  };
+  int len = 0;
+  if (aad_len > 0 && EVP_DecryptUpdate(ctx, nullptr, &len, u8(aad), aad_len) != 1)
+    fail("EVP_DecryptUpdate(aad)");
+  auto* pt = reinterpret_cast<unsigned char*>(plain.data());
+  int written = 0;
+  if (ct_len > 0) {
+    if (EVP_DecryptUpdate(ctx, pt, &len, u8(ciphertext), ct_len) != 1) fail("EVP_DecryptUpdate");
+    written = len;
+  }
+  // The tag is set before Final; OpenSSL only reads it, the copy is for its
+  // non-const API.
+  unsigned char tag_copy[kGcmTagBytes];
+  std::memcpy(tag_copy, tag.data(), kGcmTagBytes);
+  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, static_cast<int>(kGcmTagBytes), tag_copy) != 1)
+    fail("EVP_CTRL_GCM_SET_TAG");
+  unsigned char tail[16];
+  if (EVP_DecryptFinal_ex(ctx, tail, &len) != 1) {
+    // Authentication failed. OpenSSL 3 queues no error for a tag mismatch,
+    // but drain the queue anyway so nothing stale leaks into a later call.
+    ERR_clear_error();
+    secure_wipe(plain);  // unverified plaintext never leaves this function
+    plain.clear();
+    return false;
+  }
+  if (written != ct_len || len != 0) fail("AES-256-GCM output length");
+  return true;
+}
+
 }  // namespace
 
 GcmSealed aes256_gcm_seal(std::string_view key, std::string_view nonce, std::string_view aad,
                           std::string_view plain) {
   require_length("AES-256-GCM key", key.size(), kAes256KeyBytes);
   require_length("AES-256-GCM nonce", nonce.size(), kGcmNonceBytes);
-  const int aad_len = checked_int(aad.size(), "associated data");
-  const int plain_len = checked_int(plain.size(), "plaintext");
-
   CipherCtx ctx = new_ctx();
   // The default GCM IV length is 12 bytes, so no EVP_CTRL_GCM_SET_IVLEN.
   if (EVP_EncryptInit_ex2(ctx.get(), aes256gcm(), u8(key), u8(nonce), nullptr) != 1)
     throw_openssl("EVP_EncryptInit_ex2");
-  int len = 0;
-  if (aad_len > 0 && EVP_EncryptUpdate(ctx.get(), nullptr, &len, u8(aad), aad_len) != 1)
-    throw_openssl("EVP_EncryptUpdate(aad)");
+  std::string both;
+  gcm_encrypt(ctx.get(), aad, plain, both);
   GcmSealed out;
-  out.ciphertext.resize(plain.size());
-  auto* ct = reinterpret_cast<unsigned char*>(out.ciphertext.data());
-  int written = 0;
-  if (plain_len > 0) {
-    if (EVP_EncryptUpdate(ctx.get(), ct, &len, u8(plain), plain_len) != 1)
-      throw_openssl("EVP_EncryptUpdate");
-    written = len;
-  }
-  unsigned char tail[16];
-  if (EVP_EncryptFinal_ex(ctx.get(), tail, &len) != 1) throw_openssl("EVP_EncryptFinal_ex");
-  written += len;  // GCM is a stream mode: 0 here
-  out.ciphertext.resize(static_cast<std::size_t>(written));
-  out.tag.resize(kGcmTagBytes);
-  if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, static_cast<int>(kGcmTagBytes),
-                          out.tag.data()) != 1)
-    throw_openssl("EVP_CTRL_GCM_GET_TAG");
+  out.tag = both.substr(plain.size());
+  both.resize(plain.size());
+  out.ciphertext = std::move(both);
   return out;
 }
 
@@ -112,53 +172,159 @@ std::optional<std::string> aes256_gcm_open(std::string_view key, std::string_vie
   require_length("AES-256-GCM key", key.size(), kAes256KeyBytes);
   require_length("AES-256-GCM nonce", nonce.size(), kGcmNonceBytes);
   require_length("AES-256-GCM tag", tag.size(), kGcmTagBytes);
-  const int aad_len = checked_int(aad.size(), "associated data");
-  const int ct_len = checked_int(ciphertext.size(), "ciphertext");
-
   CipherCtx ctx = new_ctx();
   if (EVP_DecryptInit_ex2(ctx.get(), aes256gcm(), u8(key), u8(nonce), nullptr) != 1)
     throw_openssl("EVP_DecryptInit_ex2");
-  int len = 0;
-  if (aad_len > 0 && EVP_DecryptUpdate(ctx.get(), nullptr, &len, u8(aad), aad_len) != 1)
-    throw_openssl("EVP_DecryptUpdate(aad)");
-  std::string plain(ciphertext.size(), '\0');
-  auto* pt = reinterpret_cast<unsigned char*>(plain.data());
-  int written = 0;
-  if (ct_len > 0) {
-    if (EVP_DecryptUpdate(ctx.get(), pt, &len, u8(ciphertext), ct_len) != 1) {
-      secure_wipe(plain);
-      throw_openssl("EVP_DecryptUpdate");
-    }
-    written = len;
-  }
-  // The tag is set before Final; OpenSSL only reads it, the cast is its API.
-  std::string tag_copy(tag);
-  if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, static_cast<int>(kGcmTagBytes),
-                          tag_copy.data()) != 1) {
-    secure_wipe(plain);
-    throw_openssl("EVP_CTRL_GCM_SET_TAG");
-  }
-  unsigned char tail[16];
-  if (EVP_DecryptFinal_ex(ctx.get(), tail, &len) != 1) {
-    // Authentication failed. OpenSSL 3 queues no error for a tag mismatch,
-    // but drain the queue anyway so nothing stale leaks into a later call.
-    ERR_clear_error();
-    secure_wipe(plain);  // unverified plaintext never leaves this function
-    return std::nullopt;
-  }
-  plain.resize(static_cast<std::size_t>(written + len));
+  std::string plain;
+  if (!gcm_decrypt(ctx.get(), aad, ciphertext, tag, plain)) return std::nullopt;
   return plain;
 }
 
-std::string hmac_sha256(std::string_view key, std::string_view message) {
-  const int key_len = checked_int(key.size(), "HMAC key");
+// ---- GcmKey ----------------------------------------------------------------
+
+namespace {
+// Idle contexts kept per key: about one per thread that seals at once; more
+// are freed after use rather than kept.
+constexpr std::size_t kMaxIdleContexts = 16;
+}  // namespace
+
+void GcmKey::CtxFree::operator()(EVP_CIPHER_CTX* c) const noexcept { EVP_CIPHER_CTX_free(c); }
+
+GcmKey::GcmKey(std::string_view key) {
+  require_length("AES-256-GCM key", key.size(), kAes256KeyBytes);
+  keyed_.reset(EVP_CIPHER_CTX_new());
+  if (!keyed_) throw_openssl("EVP_CIPHER_CTX_new");
+  if (EVP_EncryptInit_ex2(keyed_.get(), aes256gcm(), u8(key), nullptr, nullptr) != 1)
+    throw_openssl("EVP_EncryptInit_ex2");
+}
+
+GcmKey::~GcmKey() = default;
+
+GcmKey::Ctx GcmKey::acquire() const {
+  {
+    std::lock_guard lock(mu_);
+    if (!idle_.empty()) {
+      Ctx c = std::move(idle_.back());
+      idle_.pop_back();
+      return c;
+    }
+  }
+  // Copying only reads keyed_, which no call ever uses directly.
+  Ctx c(EVP_CIPHER_CTX_new());
+  if (!c) throw_openssl("EVP_CIPHER_CTX_new");
+  if (EVP_CIPHER_CTX_copy(c.get(), keyed_.get()) != 1) throw_openssl("EVP_CIPHER_CTX_copy");
+  return c;
+}
+
+void GcmKey::release(Ctx ctx) const {
+  std::lock_guard lock(mu_);
+  if (idle_.size() < kMaxIdleContexts) idle_.push_back(std::move(ctx));
+}
+
+void GcmKey::seal(std::string_view nonce, std::string_view aad, std::string_view plain,
+                  std::string& out) const {
+  require_length("AES-256-GCM nonce", nonce.size(), kGcmNonceBytes);
+  Ctx c = acquire();
+  // No cipher and no key: keep both, set the nonce (this also restarts GHASH).
+  if (EVP_CipherInit_ex2(c.get(), nullptr, nullptr, u8(nonce), 1, nullptr) != 1)
+    throw_openssl("EVP_CipherInit_ex2");
+  gcm_encrypt(c.get(), aad, plain, out);
+  release(std::move(c));
+}
+
+bool GcmKey::open(std::string_view nonce, std::string_view aad, std::string_view ciphertext,
+                  std::string_view tag, std::string& plain) const {
+  require_length("AES-256-GCM nonce", nonce.size(), kGcmNonceBytes);
+  require_length("AES-256-GCM tag", tag.size(), kGcmTagBytes);
+  Ctx c = acquire();
+  if (EVP_CipherInit_ex2(c.get(), nullptr, nullptr, u8(nonce), 0, nullptr) != 1)
+    throw_openssl("EVP_CipherInit_ex2");
+  if (!gcm_decrypt(c.get(), aad, ciphertext, tag, plain)) return false;  // c is freed
+  release(std::move(c));
+  return true;
+}
+
+// ---- HMAC-SHA-256 ----------------------------------------------------------
+
+namespace {
+
+// Fetched once, like the cipher: HMAC() fetched the MAC and the digest on
+// every call.
+EVP_MAC* hmac_algorithm() {
+  static EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  if (!mac) throw_openssl("EVP_MAC_fetch(HMAC)");
+  return mac;
+}
+
+// A context with the digest chosen and no key yet, copied for every new
+// key: setting the digest by name fetched SHA-256 on every call.
+const EVP_MAC_CTX* hmac_sha256_unkeyed() {
+  static EVP_MAC_CTX* ctx = [] {
+    EVP_MAC_CTX* c = EVP_MAC_CTX_new(hmac_algorithm());
+    if (!c) throw_openssl("EVP_MAC_CTX_new");
+    char digest[] = "SHA256";
+    const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                                 OSSL_PARAM_construct_end()};
+    if (EVP_MAC_CTX_set_params(c, params) != 1) {
+      EVP_MAC_CTX_free(c);
+      throw_openssl("EVP_MAC_CTX_set_params(digest=SHA256)");
+    }
+    return c;
+  }();
+  return ctx;
+}
+
+EVP_MAC_CTX* new_hmac_ctx(std::string_view key) {
+  // EVP_MAC_CTX_dup only reads its argument (it is not const in OpenSSL's API).
+  EVP_MAC_CTX* ctx = EVP_MAC_CTX_dup(const_cast<EVP_MAC_CTX*>(hmac_sha256_unkeyed()));
+  if (!ctx) throw_openssl("EVP_MAC_CTX_dup");
+  if (EVP_MAC_init(ctx, u8(key), key.size(), nullptr) != 1) {
+    EVP_MAC_CTX_free(ctx);
+    throw_openssl("EVP_MAC_init(HMAC-SHA-256)");
+  }
+  return ctx;
+}
+
+// Update and final on an initialised context.
+std::string hmac_finish(EVP_MAC_CTX* ctx, std::string_view message) {
   std::string out(kHmacSha256Bytes, '\0');
-  unsigned int out_len = 0;
-  if (!HMAC(EVP_sha256(), u8(key), key_len, u8(message), message.size(),
-            reinterpret_cast<unsigned char*>(out.data()), &out_len) ||
+  std::size_t out_len = 0;
+  if (EVP_MAC_update(ctx, u8(message), message.size()) != 1 ||
+      EVP_MAC_final(ctx, reinterpret_cast<unsigned char*>(out.data()), &out_len, out.size()) != 1 ||
       out_len != kHmacSha256Bytes)
     throw_openssl("HMAC(SHA-256)");
   return out;
+}
+
+}  // namespace
+
+std::string hmac_sha256(std::string_view key, std::string_view message) {
+  checked_int(key.size(), "HMAC key");
+  std::unique_ptr<EVP_MAC_CTX, decltype(&EVP_MAC_CTX_free)> ctx(new_hmac_ctx(key),
+                                                                &EVP_MAC_CTX_free);
+  return hmac_finish(ctx.get(), message);
+}
+
+HmacSha256::HmacSha256(std::string_view key) : ctx_(new_hmac_ctx(key)) {}
+
+HmacSha256::~HmacSha256() { EVP_MAC_CTX_free(ctx_); }
+
+HmacSha256::HmacSha256(HmacSha256&& other) noexcept : ctx_(other.ctx_) { other.ctx_ = nullptr; }
+
+HmacSha256& HmacSha256::operator=(HmacSha256&& other) noexcept {
+  if (this != &other) {
+    EVP_MAC_CTX_free(ctx_);
+    ctx_ = other.ctx_;
+    other.ctx_ = nullptr;
+  }
+  return *this;
+}
+
+std::string HmacSha256::mac(std::string_view message) {
+  if (!ctx_) throw InvalidArgument("HMAC-SHA-256: no key");
+  // A null key restarts the context under the key it already holds.
+  if (EVP_MAC_init(ctx_, nullptr, 0, nullptr) != 1) throw_openssl("EVP_MAC_init");
+  return hmac_finish(ctx_, message);
 }
 
 bool constant_time_equal(std::string_view a, std::string_view b) noexcept {
@@ -169,6 +335,51 @@ bool constant_time_equal(std::string_view a, std::string_view b) noexcept {
 
 void secure_wipe(void* data, std::size_t size) noexcept {
   if (data && size) OPENSSL_cleanse(data, size);
+}
+
+// ---- randomness --------------------------------------------------------------
+
+namespace {
+
+// Bumped in a forked child (pthread_atfork), so that no thread's nonce
+// block drawn before the fork is used after it.
+std::atomic<std::uint64_t> fork_generation{0};
+
+void after_fork_in_child() { fork_generation.fetch_add(1, std::memory_order_relaxed); }
+
+constexpr std::size_t kNoncesPerBlock = 256;
+
+struct NonceBlock {
+  unsigned char bytes[kNoncesPerBlock * kGcmNonceBytes];
+  std::size_t next = sizeof bytes;  // empty
+  std::uint64_t generation = 0;
+  ~NonceBlock() { OPENSSL_cleanse(bytes, sizeof bytes); }
+};
+
+}  // namespace
+
+std::string random_gcm_nonce() {
+  static const bool registered = [] {
+    if (pthread_atfork(nullptr, nullptr, after_fork_in_child) != 0)
+      throw Error(errc::backend_failure, "pthread_atfork failed");
+    return true;
+  }();
+  (void)registered;
+  thread_local NonceBlock block;
+  const std::uint64_t generation = fork_generation.load(std::memory_order_relaxed);
+  if (block.next == sizeof block.bytes || block.generation != generation) {
+    if (RAND_bytes(block.bytes, static_cast<int>(sizeof block.bytes)) != 1) {
+      block.next = sizeof block.bytes;
+      throw_openssl("RAND_bytes");
+    }
+    block.next = 0;
+    block.generation = generation;
+  }
+  std::string out(reinterpret_cast<const char*>(block.bytes + block.next), kGcmNonceBytes);
+  // Handed out once: the bytes are not needed again.
+  OPENSSL_cleanse(block.bytes + block.next, kGcmNonceBytes);
+  block.next += kGcmNonceBytes;
+  return out;
 }
 
 std::string random_bytes(std::size_t n) {

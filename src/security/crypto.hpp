@@ -3,10 +3,13 @@
 // with its lengths checked and its errors translated.
 //
 //   aes256_gcm_seal / aes256_gcm_open   AES-256-GCM, 96-bit nonce, 128-bit tag
+//   GcmKey                              the same, keyed once for many messages
 //   hmac_sha256                         HMAC-SHA-256 (any key length)
+//   HmacSha256                          the same, keyed once for many messages
 //   constant_time_equal                 CRYPTO_memcmp
 //   secure_wipe                         OPENSSL_cleanse
 //   random_bytes                        RAND_bytes (the CSPRNG)
+//   random_gcm_nonce                    12 bytes of it, drawn in blocks
 //
 // Byte strings are passed as std::string_view / std::string (any bytes,
 // NULs included), which is what the codec seam carries.
@@ -20,7 +23,14 @@
 // under one key loses both confidentiality and authenticity. Key material
 // and nonces must come from the operating system's CSPRNG, always.
 //
-// Thread safety: every function is safe to call concurrently.
+// Why the keyed classes: a fresh EVP context per message re-fetches
+// nothing (the cipher and MAC are fetched once) but still allocates a
+// context, expands the AES key and rebuilds the GHASH table, or absorbs the
+// HMAC key, every time. For the small fields the sealing codec and the audit
+// writer handle, that was most of the cost (bench/security_bench.cpp).
+//
+// Thread safety: every function is safe to call concurrently; the classes
+// say what they allow.
 // Errors: InvalidArgument for wrong key, nonce or tag lengths (a caller bug);
 // Error(errc::backend_failure) if OpenSSL itself fails (allocation, RNG),
 // with OpenSSL's error code in the message. A failed GCM authentication is
@@ -28,10 +38,15 @@
 // decides what it means (the sealing codec throws IntegrityError).
 #pragma once
 
+#include <openssl/types.h>
+
 #include <cstddef>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace asyncmq::security {
 
@@ -60,9 +75,78 @@ std::optional<std::string> aes256_gcm_open(std::string_view key, std::string_vie
                                            std::string_view aad, std::string_view ciphertext,
                                            std::string_view tag);
 
+// An AES-256-GCM key prepared once for many messages: the key schedule and
+// GHASH table are computed at construction in a keyed OpenSSL context, and
+// each call works on a copy of it, taken from a small pool (so a message
+// costs setting its nonce, not re-keying). Same algorithm, lengths and
+// results as aes256_gcm_seal/open.
+//
+// Key material: the raw key bytes are not kept; the contexts hold the
+// expanded key until the GcmKey is destroyed, when they are freed and
+// OpenSSL wipes them (OPENSSL_clear_free). Own a GcmKey next to the Secret
+// it was made from, with the same lifetime. A context that saw a failed
+// open or an error is freed, never reused.
+//
+// Thread safety: seal and open are safe concurrently (each call has a
+// context of its own). Errors: as the functions above.
+class GcmKey {
+ public:
+  // REQUIRES: key.size() == kAes256KeyBytes.
+  explicit GcmKey(std::string_view key);
+  ~GcmKey();
+  GcmKey(const GcmKey&) = delete;
+  GcmKey& operator=(const GcmKey&) = delete;
+
+  // Appends ciphertext || tag (plain.size() + kGcmTagBytes bytes) to `out`.
+  // REQUIRES: nonce.size() == kGcmNonceBytes, never used before with this key.
+  void seal(std::string_view nonce, std::string_view aad, std::string_view plain,
+            std::string& out) const;
+  // Verifies and decrypts into `plain` (replacing it). Returns false, with
+  // `plain` empty, if the tag does not authenticate.
+  // REQUIRES: nonce.size() == kGcmNonceBytes, tag.size() == kGcmTagBytes.
+  bool open(std::string_view nonce, std::string_view aad, std::string_view ciphertext,
+            std::string_view tag, std::string& plain) const;
+
+ private:
+  struct CtxFree {
+    void operator()(EVP_CIPHER_CTX* c) const noexcept;
+  };
+  using Ctx = std::unique_ptr<EVP_CIPHER_CTX, CtxFree>;
+  Ctx acquire() const;
+  void release(Ctx ctx) const;
+
+  Ctx keyed_;  // keyed, no nonce; only ever copied
+  mutable std::mutex mu_;
+  mutable std::vector<Ctx> idle_;  // GUARDED_BY(mu_)
+};
+
 // HMAC-SHA-256 of `message` under `key` (any length, per RFC 2104).
 // Returns kHmacSha256Bytes raw bytes.
 std::string hmac_sha256(std::string_view key, std::string_view message);
+
+// HMAC-SHA-256 under one key for many messages: the key is absorbed once
+// and the context restarted per message. Gives what hmac_sha256 gives.
+// The context holds the key (OpenSSL keeps a copy, and the padded-key
+// digest states) until destruction, when OpenSSL wipes it.
+// Thread safety: not safe concurrently (one context); a value type that
+// can be moved. An empty (default or moved-from) one throws
+// InvalidArgument from mac().
+class HmacSha256 {
+ public:
+  HmacSha256() = default;
+  explicit HmacSha256(std::string_view key);
+  ~HmacSha256();
+  HmacSha256(HmacSha256&& other) noexcept;
+  HmacSha256& operator=(HmacSha256&& other) noexcept;
+  HmacSha256(const HmacSha256&) = delete;
+  HmacSha256& operator=(const HmacSha256&) = delete;
+
+  // kHmacSha256Bytes raw bytes.
+  std::string mac(std::string_view message);
+
+ private:
+  EVP_MAC_CTX* ctx_ = nullptr;
+};
 
 // True if `a` and `b` are equal. The time taken depends on the length only,
 // never on where they differ (lengths are not treated as secret).
@@ -73,9 +157,17 @@ bool constant_time_equal(std::string_view a, std::string_view b) noexcept;
 void secure_wipe(void* data, std::size_t size) noexcept;
 inline void secure_wipe(std::string& s) noexcept { secure_wipe(s.data(), s.size()); }
 
-// `n` bytes from OpenSSL's CSPRNG.
+// `n` bytes from OpenSSL's CSPRNG. Use it for key material: every call
+// asks the CSPRNG afresh, nothing is kept.
 std::string random_bytes(std::size_t n);
-inline std::string random_gcm_nonce() { return random_bytes(kGcmNonceBytes); }
+
+// A fresh random 96-bit GCM nonce. Each thread draws the CSPRNG (RAND_bytes)
+// in blocks of 256 nonces and hands them out in turn, never one twice: one
+// RAND_bytes call cost about as much as sealing a 1 KiB payload. Nonces are
+// public (they are stored in every envelope), so holding the next few in
+// memory reveals nothing. A forked child discards what its parent drew
+// (a pthread_atfork handler), so parent and child never share a nonce.
+std::string random_gcm_nonce();
 
 // Lowercase hex of `bytes`, and its inverse (InvalidArgument on bad input).
 std::string to_hex(std::string_view bytes);

@@ -118,6 +118,7 @@ std::shared_ptr<security::Key> make_key(std::string id, Secret material) {
                           std::to_string(material.size()));
   auto k = std::make_shared<security::Key>();
   k->id = std::move(id);
+  k->gcm = std::make_unique<security::GcmKey>(material.reveal());
   k->material = std::move(material);
   return k;
 }

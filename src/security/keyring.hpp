@@ -12,6 +12,8 @@
 
 #include <asyncmq/security.hpp>
 
+#include "security/crypto.hpp"
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -22,6 +24,9 @@ namespace asyncmq::security {
 struct Key {
   std::string id;
   Secret material;  // kAes256KeyBytes
+  // `material` prepared for AES-256-GCM (set with it, never null in a
+  // Keyring); its contexts are wiped with the Key.
+  std::unique_ptr<GcmKey> gcm;
   std::atomic<std::uint64_t> sealed{0};
   std::atomic<bool> warned{false};
   std::int64_t created_ms = 0;  // set before the key is shared; 0 if unknown

@@ -39,8 +39,8 @@ std::string associated_data_v2(const CodecContext& ctx) {
 }
 
 // A version-1 envelope of `plain` under `key`; the associated data is
-// `aad_prefix` followed by the envelope's header.
-std::string seal_v1(const Key& key, std::string_view aad_prefix, std::string_view plain) {
+// `aad` (a prefix) followed by the envelope's header, appended here.
+std::string seal_v1(const Key& key, std::string aad, std::string_view plain) {
   assert(valid_key_id(key.id) && key.id.size() <= kMaxKeyIdBytes);
   std::string out;
   out.reserve(2 + key.id.size() + kGcmNonceBytes + plain.size() + kGcmTagBytes);
@@ -50,11 +50,8 @@ std::string seal_v1(const Key& key, std::string_view aad_prefix, std::string_vie
   const std::size_t header_len = out.size();
   const std::string nonce = random_gcm_nonce();
   out.append(nonce);
-  std::string aad(aad_prefix);
   aad.append(out, 0, header_len);
-  GcmSealed sealed = aes256_gcm_seal(key.material.reveal(), nonce, aad, plain);
-  out.append(sealed.ciphertext);
-  out.append(sealed.tag);
+  key.gcm->seal(nonce, aad, plain, out);
   return out;
 }
 
@@ -132,8 +129,9 @@ std::string SealingCodec::encode(const CodecContext& ctx, std::string_view plain
     return out;
   }
   std::shared_ptr<Key> key = KeyringAccess::take_primary_for_seal(*keys_);
-  // associated_data() with an empty header is exactly the prefix.
-  return seal_v1(*key, associated_data(ctx, {}), plain);
+  // job_context() is associated_data() without the header, which seal_v1
+  // appends.
+  return seal_v1(*key, job_context(kSealDomain, ctx, 2 + key->id.size()), plain);
 }
 
 std::string SealingCodec::decode(const CodecContext& ctx, std::string_view stored) {
@@ -169,11 +167,11 @@ std::string SealingCodec::decode(const CodecContext& ctx, std::string_view store
                  : "the key is unknown or disabled: the keyring has no key with this id");
   }
   const std::string aad = associated_data(ctx, env->header);
-  auto plain = aes256_gcm_open(key->material.reveal(), env->nonce, aad, env->ciphertext, env->tag);
-  if (!plain)
+  std::string plain;
+  if (!key->gcm->open(env->nonce, aad, env->ciphertext, env->tag, plain))
     refuse(ctx, env->key_id,
            "authentication failed (altered, or copied from another job, queue or field)");
-  return std::move(*plain);
+  return plain;
 }
 
 Secret SealingCodec::subject_key(const CodecContext& ctx, bool create) {
@@ -213,11 +211,7 @@ bool SealingCodec::unwrap(std::string_view index, std::string_view wrapped, std:
   if (!key) return false;
   std::string aad = wrap_aad_prefix(index);
   aad.append(env->header);
-  // Into `out`, not an optional<string> return value: GCC 12 at -O2 reports
-  // a false -Warray-bounds on moving such an optional.
-  auto plain = aes256_gcm_open(key->material.reveal(), env->nonce, aad, env->ciphertext, env->tag);
-  if (!plain) return false;
-  out.swap(*plain);
+  if (!key->gcm->open(env->nonce, aad, env->ciphertext, env->tag, out)) return false;
   if (out.size() != kAes256KeyBytes) {
     secure_wipe(out);
     out.clear();

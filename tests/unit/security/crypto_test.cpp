@@ -9,7 +9,12 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <set>
 #include <string>
+#include <thread>
 
 namespace asyncmq::security {
 namespace {
@@ -107,10 +112,109 @@ TEST(CryptoGcm, RoundTripsBinaryAndLargeData) {
   EXPECT_FALSE(aes256_gcm_open(key, nonce, "a", s.ciphertext, s.tag));
 }
 
+// GcmKey keeps keyed contexts and reuses them: every result must be what a
+// fresh context gives, whatever ran on the reused context before (seals,
+// opens, refused opens, other lengths).
+TEST(CryptoGcmKey, MatchesFreshContextsAcrossReuse) {
+  for (const auto& v : gcm_vectors()) {
+    SCOPED_TRACE(v.name);
+    GcmKey k(h(v.key));
+    for (int round = 0; round < 3; ++round) {
+      std::string out = "prefix";
+      k.seal(h(v.iv), h(v.aad), h(v.plain), out);
+      EXPECT_EQ(to_hex(out), to_hex("prefix") + v.ct + v.tag);
+      std::string plain = "stale";
+      ASSERT_TRUE(k.open(h(v.iv), h(v.aad), h(v.ct), h(v.tag), plain));
+      EXPECT_EQ(to_hex(plain), v.plain);
+      std::string bad_tag = h(v.tag);
+      bad_tag[0] ^= 1;
+      EXPECT_FALSE(k.open(h(v.iv), h(v.aad), h(v.ct), bad_tag, plain));
+      EXPECT_EQ(plain, "");
+    }
+  }
+  const std::string key = random_bytes(32);
+  GcmKey k(key);
+  for (std::size_t n : {0, 1, 15, 16, 17, 63, 64, 65, 255, 1024, 4097}) {
+    SCOPED_TRACE(n);
+    const std::string plain = random_bytes(n), aad = random_bytes(n % 70), nonce = random_gcm_nonce();
+    GcmSealed fresh = aes256_gcm_seal(key, nonce, aad, plain);
+    std::string out;
+    k.seal(nonce, aad, plain, out);
+    EXPECT_EQ(out, fresh.ciphertext + fresh.tag);
+    std::string back;
+    EXPECT_FALSE(k.open(nonce, aad + "x", fresh.ciphertext, fresh.tag, back));
+    ASSERT_TRUE(k.open(nonce, aad, fresh.ciphertext, fresh.tag, back));
+    EXPECT_EQ(back, plain);
+    auto other = aes256_gcm_open(key, nonce, aad, out.substr(0, n), out.substr(n));
+    ASSERT_TRUE(other);
+    EXPECT_EQ(*other, plain);
+  }
+  std::string out;
+  EXPECT_THROW(k.seal(std::string(16, 'n'), "", "x", out), InvalidArgument);
+  EXPECT_THROW(k.open(std::string(12, 'n'), "", "x", std::string(12, 't'), out), InvalidArgument);
+  EXPECT_THROW(GcmKey(std::string(16, 'k')), InvalidArgument);
+}
+
+// Several threads on one key at once, each with its own nonces: every
+// envelope opens, and each equals what a fresh context makes.
+TEST(CryptoGcmKey, ConcurrentUse) {
+  const std::string key = random_bytes(32);
+  GcmKey k(key);
+  std::vector<std::thread> threads;
+  std::vector<int> failures(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) {
+        const std::string plain(static_cast<std::size_t>(i * 7 % 300), static_cast<char>('a' + t));
+        const std::string nonce = random_gcm_nonce(), aad = "thread" + std::to_string(t);
+        std::string sealed, back;
+        k.seal(nonce, aad, plain, sealed);
+        GcmSealed fresh = aes256_gcm_seal(key, nonce, aad, plain);
+        if (sealed != fresh.ciphertext + fresh.tag) ++failures[t];
+        if (!k.open(nonce, aad, fresh.ciphertext, fresh.tag, back) || back != plain) ++failures[t];
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures, std::vector<int>(4, 0));
+}
+
 TEST(CryptoRandom, NoncesDiffer) {
   EXPECT_EQ(random_gcm_nonce().size(), kGcmNonceBytes);
   EXPECT_NE(random_gcm_nonce(), random_gcm_nonce());
   EXPECT_EQ(random_bytes(0), "");
+  // Across several refills of a thread's block of 256.
+  std::set<std::string> seen;
+  for (int i = 0; i < 2000; ++i) {
+    std::string n = random_gcm_nonce();
+    ASSERT_EQ(n.size(), kGcmNonceBytes);
+    EXPECT_TRUE(seen.insert(n).second) << "nonce " << i << " repeated";
+  }
+}
+
+// A forked child must not hand out the nonces its parent drew but has not
+// used yet: both would seal under the same key with the same nonce.
+TEST(CryptoRandom, ForkedChildDrawsItsOwnNonces) {
+  random_gcm_nonce();  // this thread now holds a block
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string n = random_gcm_nonce();
+    ssize_t w = ::write(fds[1], n.data(), n.size());
+    ::_exit(w == static_cast<ssize_t>(n.size()) ? 0 : 1);
+  }
+  ::close(fds[1]);
+  std::string mine = random_gcm_nonce();
+  std::string child(kGcmNonceBytes, '\0');
+  ssize_t got = ::read(fds[0], child.data(), child.size());
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_EQ(got, static_cast<ssize_t>(kGcmNonceBytes));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_NE(child, mine);
 }
 
 struct HmacVector {
@@ -151,6 +255,23 @@ TEST(CryptoHmacKat, Rfc4231Cases1To7) {
     ASSERT_EQ(mac.size(), 64u);
     std::string want = v.mac;
     EXPECT_EQ(mac.substr(0, want.size()), want);
+  }
+}
+
+// A keyed HmacSha256 restarts its context per message: the same message
+// twice, and different messages interleaved, give the one-shot results.
+TEST(CryptoHmacKat, KeyedContextReusedAcrossMessages) {
+  for (const auto& v : rfc4231()) {
+    SCOPED_TRACE(v.name);
+    HmacSha256 mac(v.key);
+    const std::string want = to_hex(hmac_sha256(v.key, v.data));
+    EXPECT_EQ(to_hex(mac.mac(v.data)), want);
+    EXPECT_EQ(to_hex(mac.mac("other")), to_hex(hmac_sha256(v.key, "other")));
+    EXPECT_EQ(to_hex(mac.mac(v.data)), want);
+    EXPECT_EQ(to_hex(mac.mac(v.data)).substr(0, std::string(v.mac).size()), v.mac);
+    HmacSha256 moved = std::move(mac);
+    EXPECT_EQ(to_hex(moved.mac(v.data)), want);
+    EXPECT_THROW(mac.mac(v.data), InvalidArgument);  // NOLINT(bugprone-use-after-move)
   }
 }
 

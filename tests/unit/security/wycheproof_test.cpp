@@ -19,6 +19,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 
@@ -45,6 +47,10 @@ TEST(WycheproofGcm, AesGcmTestJson) {
   if (!doc) GTEST_SKIP() << "no Wycheproof vectors at " << kDir.string();
   int total = 0, valid_ok = 0, invalid_refused = 0, acceptable = 0;
   int refused_by_params = 0, skipped_valid = 0, failed = 0;
+  // Every applicable case also goes through a GcmKey (one per key, kept for
+  // the whole file, so contexts are reused across cases that share a key):
+  // it must agree with the one-shot functions.
+  std::map<std::string, std::unique_ptr<GcmKey>> prepared;
   for (const auto& g : doc->at("testGroups").as_array()) {
     for (const auto& tv : g.at("tests").as_array()) {
       const auto& t = tv.as_object();
@@ -74,9 +80,21 @@ TEST(WycheproofGcm, AesGcmTestJson) {
         continue;
       }
       auto opened = aes256_gcm_open(key, iv, aad, ct, tag);
+      auto& gk = prepared[key];
+      if (!gk) gk = std::make_unique<GcmKey>(key);
+      std::string gk_plain;
+      const bool gk_opened = gk->open(iv, aad, ct, tag, gk_plain);
+      if (gk_opened != opened.has_value() || (gk_opened && gk_plain != *opened)) {
+        ADD_FAILURE() << "GcmKey::open disagrees with aes256_gcm_open";
+        ++failed;
+        continue;
+      }
       if (result == "valid") {
         GcmSealed s = aes256_gcm_seal(key, iv, aad, msg);
-        bool ok = opened && *opened == msg && s.ciphertext == ct && s.tag == tag;
+        std::string gk_sealed;
+        gk->seal(iv, aad, msg, gk_sealed);
+        bool ok = opened && *opened == msg && s.ciphertext == ct && s.tag == tag &&
+                  gk_sealed == ct + tag;
         EXPECT_TRUE(ok);
         if (ok) ++valid_ok; else ++failed;
       } else if (result == "invalid") {
