@@ -385,7 +385,8 @@ class Backend {
   // its payload, result, error and dead letter, in one transaction, and
   // returns how many. Durable on return. A backend that keeps old bytes
   // around overwrites them before returning where it can (SQLite:
-  // secure_delete for the deletion, then a WAL checkpoint with TRUNCATE).
+  // secure_delete for the deletion, then VACUUM and a WAL checkpoint with
+  // TRUNCATE: a pass over the whole store).
   // Throws InvalidArgument for an empty subject.
   virtual boost::asio::awaitable<PurgeResult> purge_subject(std::string subject) = 0;
 };
