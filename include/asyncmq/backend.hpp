@@ -106,9 +106,19 @@ enum class LeaseStatus : std::uint8_t {
 // `interval_ms`, across every worker. A job counts from its claim until
 // `interval_ms` after it finishes, so completions, too, never exceed `max`
 // in any such window.
+//
+// Per group (per_group = true): the same limit applies to each group key
+// (JobOptions::group) separately, e.g. at most 5 jobs per second per
+// tenant; jobs without a key share the "" group, limited like any other
+// (a producer that forgets the key does not escape the limit). A claim skips
+// the jobs of groups at their limit and takes those of the others, in claim
+// order: one busy group never holds the others back. Switching a queue
+// between the modes is exact: jobs running or finished within the window
+// count in either mode.
 struct RateLimit {
   std::int64_t max = 0;  // 0: no limit
   std::int64_t interval_ms = 1000;
+  bool per_group = false;
 };
 
 // A repeatable: a job template fired on a schedule. Exactly one of `cron`
@@ -226,11 +236,12 @@ class Backend {
   // and returns them, in claim order: priority ascending, then LIFO jobs
   // newest first, then FIFO jobs oldest first. First promotes the queue's
   // delayed and failed jobs whose run_at_ms <= now_ms. Returns nothing while
-  // the queue is paused, and no more than its rate limit allows. A job
-  // never started whose TTL has passed is moved to expired, not returned. Each returned job has attempts_made incremented,
-  // started_ms = now_ms and a lease with a fresh token that expires at
-  // now_ms + lease_ms. Atomic: two concurrent claims never return the same
-  // job. Durable on return.
+  // the queue is paused, and no more than its rate limit allows (per group:
+  // skipping the jobs of groups at their limit). A job never started whose
+  // TTL has passed is moved to expired, not returned. Each returned job has
+  // attempts_made incremented, started_ms = now_ms and a lease with a fresh
+  // token that expires at now_ms + lease_ms. Atomic: two concurrent claims
+  // never return the same job. Durable on return.
   virtual boost::asio::awaitable<std::vector<Job>> claim(const ClaimRequest& request) = 0;
 
   // Extends each lease to `expires_ms`. Returns, per item, whether it was
@@ -316,11 +327,15 @@ class Backend {
   // `force`. Returns how many jobs went.
   virtual boost::asio::awaitable<std::size_t> obliterate(std::string_view queue, bool force) = 0;
 
-  // Global rate limit per queue; max = 0 removes it.
+  // Global rate limit per queue (or per group within it, see RateLimit);
+  // max = 0 removes it. Throws InvalidArgument for a max or interval out of
+  // range, and changes nothing then.
   virtual boost::asio::awaitable<void> set_rate_limit(std::string_view queue, RateLimit limit) = 0;
   virtual boost::asio::awaitable<RateLimit> rate_limit(std::string_view queue) = 0;
   // When a claim on a limited queue may next succeed (ms), or 0 if it is
-  // not held back by its limit now.
+  // not held back by its limit now. Per group: 0 while some waiting job's
+  // group is below its limit (or nothing waits), else the earliest time one
+  // of the waiting jobs' groups frees a slot.
   virtual boost::asio::awaitable<std::int64_t> rate_limited_until(std::string_view queue,
                                                                  std::int64_t now_ms) = 0;
 

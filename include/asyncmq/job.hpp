@@ -151,6 +151,13 @@ struct JobOptions {
   // The data subject this job is about, for erasure. Stored as given by the
   // codec seam (the security layer turns it into a blind index).
   std::string subject;
+  // Group key (at most 256 bytes), e.g. a tenant id. Empty: no group. A
+  // queue whose rate limit is per group (RateLimit::per_group) limits each
+  // key separately; jobs without a key share one bucket, the "" group.
+  // Otherwise it has no effect. Stored and shown in the clear, like the
+  // idempotency key: put no personal data in it (that is what `subject`
+  // is for).
+  std::string group;
 };
 
 // The lease a worker holds on an active job. `token` is the fencing token:

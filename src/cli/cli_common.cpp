@@ -256,6 +256,7 @@ boost::json::object job_to_json(const Job& job) {
   opt["idempotency_window_ms"] = jo.idempotency_window_ms;
   opt["idempotency_key"] = jo.idempotency_key.empty() ? boost::json::value(nullptr)
                                                       : boost::json::value(jo.idempotency_key);
+  opt["group"] = jo.group.empty() ? boost::json::value(nullptr) : boost::json::value(jo.group);
   // The subject is personal data (or its blind index): never shown.
   opt["has_subject"] = !jo.subject.empty();
   o["options"] = std::move(opt);

@@ -30,7 +30,8 @@ struct JobOptionFlags {
   JobOptions resolve() const;
 };
 // Registers --priority, --attempts, --backoff, --backoff-delay,
-// --backoff-max, --jitter, --timeout, --ttl, --lifo and --subject on `cmd`.
+// --backoff-max, --jitter, --timeout, --ttl, --lifo, --subject and --group on
+// `cmd`.
 void add_job_option_flags(CLI::App* cmd, JobOptionFlags& flags);
 
 // A duration given on the command line: a whole number followed by ms, s,

@@ -19,8 +19,9 @@
 // Per job: queue, task (required, except a nested child's queue), payload
 // (any JSON, default {}), on_failure ("fail" the parent, "ignore" the child,
 // or "wait" for it to be retried; default fail), options: priority,
-// attempts, delay_ms, timeout_ms, ttl_ms, lifo. Unknown keys are refused, so
-// a misspelt option never goes unnoticed.
+// attempts, delay_ms, timeout_ms, ttl_ms, lifo, group (the group key, see
+// `queue limit --per-group`). Unknown keys are refused, so a misspelt option
+// never goes unnoticed.
 //
 // The whole flow is validated (shape, cycle, names, options, payload sizes,
 // payload guards) against an in-memory store before the real store is
@@ -85,12 +86,15 @@ JobOptions parse_options(const json::value& v, const std::string& where) {
       o.timeout_ms = int_field(val, where, "timeout_ms");
     } else if (key == "ttl_ms") {
       o.ttl_ms = int_field(val, where, "ttl_ms");
+    } else if (key == "group") {
+      o.group = string_field(val, where, "group");
     } else if (key == "lifo") {
       if (!val.is_bool()) refuse(where, "lifo must be true or false");
       o.lifo = val.as_bool();
     } else {
       refuse(where, "unknown option '" + std::string(key).substr(0, 64) +
-                        "' (known: priority, attempts, delay_ms, timeout_ms, ttl_ms, lifo)");
+                        "' (known: priority, attempts, delay_ms, timeout_ms, ttl_ms, lifo, "
+                        "group)");
     }
   }
   validate_options(o);

@@ -102,6 +102,7 @@ int do_show(const Context& ctx, const std::string& id_text) {
                               ? " (window " + std::to_string(j.options.idempotency_window_ms) + " ms)"
                               : ""));
   }
+  if (!j.options.group.empty()) row("group", j.options.group);
   if (!j.parent.is_nil()) {
     row("parent", j.parent.str() + " (on failure: " +
                       (j.on_failure == ChildFailure::ignore ? "ignore"
@@ -251,6 +252,9 @@ void add_job_option_flags(CLI::App* cmd, JobOptionFlags& f) {
                   "expire the job if not started within this long of being added (default: never)");
   cmd->add_flag("--lifo", o.lifo, "take before other waiting jobs of the same priority");
   cmd->add_option("--subject", o.subject, "data subject id, for erasure (never printed)");
+  cmd->add_option("--group", o.group,
+                  "group key, e.g. a tenant (at most 256 bytes): a queue limited per group "
+                  "limits each key separately");
 }
 
 void add_job_commands(CLI::App& app, Context& ctx) {

@@ -41,12 +41,14 @@ boost::asio::awaitable<std::vector<QueueInfo>> gather(std::shared_ptr<Client> cl
 
 boost::json::value limit_json(const RateLimit& l) {
   if (l.max <= 0) return nullptr;
-  return boost::json::object{{"max", l.max}, {"interval_ms", l.interval_ms}};
+  return boost::json::object{
+      {"max", l.max}, {"interval_ms", l.interval_ms}, {"per_group", l.per_group}};
 }
 
 std::string limit_text(const RateLimit& l) {
   if (l.max <= 0) return "-";
-  return std::to_string(l.max) + "/" + std::to_string(l.interval_ms) + "ms";
+  return std::to_string(l.max) + "/" + std::to_string(l.interval_ms) + "ms" +
+         (l.per_group ? " per group" : "");
 }
 
 int do_stats(const Context& ctx, const std::string& queue) {
@@ -167,6 +169,7 @@ struct LimitArgs {
   std::string queue;
   std::int64_t max = 0;
   std::string per = "1s";
+  bool per_group = false;
   bool off = false;
   bool max_given = false;
 };
@@ -182,7 +185,7 @@ int do_limit(const Context& ctx, const LimitArgs& a) {
     }
     std::int64_t per = parse_cli_duration("--per", a.per);
     if (per < 1) throw InvalidArgument("--per must be at least 1 ms");
-    set = RateLimit{a.max, per};
+    set = RateLimit{a.max, per, a.per_group};
   }
   // Setting a limit on an unused queue is allowed (like pause); showing one
   // needs an existing store.
@@ -195,8 +198,8 @@ int do_limit(const Context& ctx, const LimitArgs& a) {
   } else if (now.max <= 0) {
     std::cout << a.queue << ": no rate limit\n";
   } else {
-    std::cout << a.queue << ": at most " << now.max << " jobs per " << now.interval_ms
-              << " ms, across all workers\n";
+    std::cout << a.queue << ": at most " << now.max << " jobs per " << now.interval_ms << " ms"
+              << (now.per_group ? " for each group key" : "") << ", across all workers\n";
   }
   return kExitOk;
 }
@@ -264,12 +267,22 @@ void add_queue_commands(CLI::App& app, Context& ctx) {
 
   auto limit_args = std::make_shared<LimitArgs>();
   auto* limit = queue->add_subcommand(
-      "limit", "set (--max N --per D), remove (--off) or show a queue's global rate limit");
+      "limit",
+      "set (--max N --per D [--per-group]), remove (--off) or show a queue's global rate limit");
   limit->add_option("queue", limit_args->queue, "queue name")->required();
   auto* max_opt = limit->add_option("--max", limit_args->max, "at most this many jobs per interval");
-  auto* per_opt = limit->add_option("--per", limit_args->per, "the interval: 1s, 500ms, 1m (default 1s)");
+  auto* per_opt = limit->add_option("--per,--interval", limit_args->per,
+                                    "the interval: 1s, 500ms, 1m (default 1s)");
   per_opt->needs(max_opt);
-  limit->add_flag("--off", limit_args->off, "remove the limit")->excludes(max_opt)->excludes(per_opt);
+  auto* group_opt = limit->add_flag(
+      "--per-group", limit_args->per_group,
+      "apply the limit to each group key (job add --group) separately; jobs without one "
+      "share one group");
+  group_opt->needs(max_opt);
+  limit->add_flag("--off", limit_args->off, "remove the limit")
+      ->excludes(max_opt)
+      ->excludes(per_opt)
+      ->excludes(group_opt);
   limit->callback([&ctx, limit_args, max_opt] {
     limit_args->max_given = max_opt->count() > 0;
     ctx.action = [&ctx, limit_args] { return do_limit(ctx, *limit_args); };

@@ -29,6 +29,8 @@ void validate_options(const JobOptions& o) {
     fail("an idempotency window needs an idempotency key");
   if (o.idempotency_key.size() > 256) fail("idempotency key is longer than 256 bytes");
   if (o.subject.size() > 256) fail("subject is longer than 256 bytes");
+  if (o.group.size() > 256)
+    fail("group key is " + std::to_string(o.group.size()) + " bytes, over the limit of 256");
 }
 
 Queue::Queue(std::shared_ptr<Client> client, std::string name)

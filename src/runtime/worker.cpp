@@ -46,7 +46,7 @@
 #include <mutex>
 #include <utility>
 #include <optional>
-#include <set>
+#include <map>
 #include <thread>
 #include <unordered_map>
 
@@ -183,7 +183,9 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
   std::optional<boost::asio::any_io_executor> executor;
   std::unordered_map<std::uint64_t, Running> running;  // by lease token
   std::vector<Outcome> pending_outcomes;
-  std::set<std::string> limited_queues;  // refreshed by maintenance
+  // Rate-limited queues, true for those limited per group; refreshed by
+  // maintenance.
+  std::map<std::string, bool> limited_queues;
   int executing = 0;  // handlers running (the concurrency limit)
   bool stopping = false;
   bool flusher_done = false;
@@ -447,6 +449,10 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
             until = 0;
             break;
           }
+          // Per group, a job of an idle group may arrive meanwhile: wake up
+          // at least as often as the idle poll would.
+          if (auto l = limited_queues.find(queue); l != limited_queues.end() && l->second)
+            u = std::min(u, now + options.poll_max_ms);
           until = until == 0 ? u : std::min(until, u);
         }
       } catch (const std::exception&) {
@@ -550,10 +556,10 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
       try {
         std::int64_t now = env().now_ms();
         co_await backend().promote_due(now);
-        std::set<std::string> limited;
+        std::map<std::string, bool> limited;
         for (const auto& queue : options.queues) {
           RateLimit limit = co_await backend().rate_limit(queue);
-          if (limit.max > 0) limited.insert(queue);
+          if (limit.max > 0) limited[queue] = limit.per_group;
         }
         limited_queues.swap(limited);
         auto gone = co_await backend().expire_due(now);

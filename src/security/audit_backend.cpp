@@ -211,7 +211,8 @@ class AuditingBackend final : public core::ForwardingBackend {
     co_await inner().set_rate_limit(q, limit);
     AuditEvent e("rate-limited", actor_, "", q, "",
                  "max=" + std::to_string(limit.max) + " interval_ms=" +
-                     std::to_string(limit.interval_ms));
+                     std::to_string(limit.interval_ms) +
+                     " per_group=" + (limit.per_group ? "true" : "false"));
     log_->append(e);
   }
 

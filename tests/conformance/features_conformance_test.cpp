@@ -1,6 +1,7 @@
 // Issue 4's features, stated once against the Backend contract and run on
 // every backend: TTL, idempotency, cancel, progress and logs, flows,
-// housekeeping, global rate limits, repeatable firing, the event log.
+// housekeeping, global rate limits (per queue and per group key), repeatable
+// firing, the event log.
 // Time is a FakeEnv: nothing here sleeps.
 #include "conformance/backend_fixture.hpp"
 
@@ -41,6 +42,17 @@ class Features : public BackendConformance {
     std::vector<EventType> out;
     for (auto& e : events_of(id)) out.push_back(e.type);
     return out;
+  }
+  // An every-N repeatable with an empty payload, due now.
+  Repeatable every(std::string queue, std::string name, std::string task, std::int64_t every_ms) {
+    Repeatable r;
+    r.queue = std::move(queue);
+    r.name = std::move(name);
+    r.task = std::move(task);
+    r.payload = "{}";
+    r.every_ms = every_ms;
+    r.next_fire_ms = r.created_ms = env().now_ms();
+    return r;
   }
 };
 
@@ -408,17 +420,217 @@ TEST_P(Features, RateLimitCapsJobsPerWindowAcrossClaimers) {
   EXPECT_THROW(sync_wait(backend().set_rate_limit("q", RateLimit{5, 0})), InvalidArgument);
 }
 
+// ----- per-group rate limits -----
+
+JobOptions in_group(std::string g) {
+  JobOptions o;
+  o.group = std::move(g);
+  return o;
+}
+
+std::vector<std::string> groups_of(const std::vector<Job>& jobs) {
+  std::vector<std::string> out;
+  for (const auto& j : jobs) out.push_back(j.options.group);
+  return out;
+}
+
+std::vector<JobId> ids_of(const std::vector<Job>& jobs) {
+  std::vector<JobId> out;
+  for (const auto& j : jobs) out.push_back(j.id);
+  return out;
+}
+
+class GroupLimits : public Features {
+ protected:
+  std::int64_t until() { return sync_wait(backend().rate_limited_until("q", env().now_ms())); }
+  // `n` jobs of `group` in one batch.
+  void add_many(const std::string& group, int n) {
+    Queue q(client(), "q");
+    std::vector<NewJob> jobs(static_cast<std::size_t>(n));
+    for (auto& j : jobs) {
+      j.task = "t";
+      j.payload = object{};
+      j.options.group = group;
+    }
+    sync_wait(q.add_bulk(std::move(jobs)));
+  }
+};
+
+TEST_P(GroupLimits, EachGroupGetsItsOwnLimit) {
+  for (int i = 0; i < 4; ++i) {
+    add("q", "t", object{{"i", i}}, in_group("a"));
+    add("q", "t", object{{"i", i}}, in_group("b"));
+  }
+  sync_wait(backend().set_rate_limit("q", RateLimit{2, 1000, true}));
+  RateLimit l = sync_wait(backend().rate_limit("q"));
+  EXPECT_EQ(l.max, 2);
+  EXPECT_EQ(l.interval_ms, 1000);
+  EXPECT_TRUE(l.per_group);
+  auto first = claim("q", 10, 30000, "w1");
+  EXPECT_EQ(groups_of(first), (std::vector<std::string>{"a", "b", "a", "b"}));
+  EXPECT_TRUE(claim("q", 10, 30000, "w2").empty());
+  EXPECT_EQ(until(), env().now_ms() + 1000);
+  env().advance(100);
+  for (auto& j : first) finish({completed(j, "1")});
+  // Finished at +100: each group's slots free at +1100.
+  env().advance(999);
+  EXPECT_TRUE(claim("q", 10, 30000, "w2").empty());
+  EXPECT_EQ(until(), env().now_ms() + 1);
+  env().advance(1);
+  EXPECT_EQ(until(), 0);
+  auto second = claim("q", 10, 30000, "w2");
+  EXPECT_EQ(groups_of(second), (std::vector<std::string>{"a", "b", "a", "b"}));
+  auto stored = sync_wait(backend().get(second[0].id));
+  ASSERT_TRUE(stored);
+  EXPECT_EQ(stored->options.group, "a");
+}
+
+// One busy group with a backlog longer than a claim reads of the claim order
+// (the SQLite claim then turns to the groups' heads) does not hold back the
+// others, and the others still come in claim order.
+TEST_P(GroupLimits, ABusyGroupDoesNotHoldBackTheOthers) {
+  sync_wait(backend().set_rate_limit("q", RateLimit{2, 1000, true}));
+  add_many("hot", 300);
+  JobId c1 = add("q", "t", object{}, in_group("cold"));
+  JobId d1 = add("q", "t", object{}, in_group("d"));
+  JobId c2 = add("q", "t", object{}, in_group("cold"));
+  JobId c3 = add("q", "t", object{}, in_group("cold"));
+  JobId plain = add("q", "t", object{}, JobOptions{});
+  auto hot = claim("q", 2);
+  EXPECT_EQ(groups_of(hot), (std::vector<std::string>{"hot", "hot"}));
+  auto rest = claim("q", 10);
+  EXPECT_EQ(ids_of(rest), (std::vector<JobId>{c1, d1, c2, plain}));
+  EXPECT_TRUE(claim("q", 10).empty());
+  EXPECT_EQ(until(), env().now_ms() + 1000);
+  // A group never seen runs at once, behind 298 limited jobs.
+  JobId fresh = add("q", "t", object{}, in_group("new"));
+  EXPECT_EQ(until(), 0);
+  EXPECT_EQ(ids_of(claim("q", 10)), std::vector<JobId>{fresh});
+  // The same from the head of the claim order: a higher priority.
+  JobOptions urgent = in_group("urgent");
+  urgent.priority = -1;
+  JobId first = add("q", "t", object{}, urgent);
+  EXPECT_EQ(ids_of(claim("q", 10)), std::vector<JobId>{first});
+  EXPECT_EQ(state_of(c3), JobState::waiting);
+  EXPECT_EQ(count_of(counts("q"), JobState::waiting), 299u);
+}
+
+TEST_P(GroupLimits, JobsWithoutAGroupShareOne) {
+  sync_wait(backend().set_rate_limit("q", RateLimit{2, 1000, true}));
+  for (int i = 0; i < 3; ++i) add("q", "t", object{}, JobOptions{});
+  add("q", "t", object{}, in_group("g"));
+  EXPECT_EQ(groups_of(claim("q", 10)), (std::vector<std::string>{"", "", "g"}));
+  EXPECT_EQ(count_of(counts("q"), JobState::waiting), 1u);
+}
+
+TEST_P(GroupLimits, PerQueueModeIgnoresGroups) {
+  sync_wait(backend().set_rate_limit("q", RateLimit{3, 1000}));
+  EXPECT_FALSE(sync_wait(backend().rate_limit("q")).per_group);
+  for (int i = 0; i < 3; ++i) {
+    add("q", "t", object{}, in_group("a"));
+    add("q", "t", object{}, in_group("b"));
+  }
+  EXPECT_EQ(claim("q", 10).size(), 3u);
+  EXPECT_TRUE(claim("q", 10).empty());
+}
+
+// Jobs running or finished within the window count in either mode, so
+// switching does not let a burst through.
+TEST_P(GroupLimits, SwitchingModesCountsTheSameJobs) {
+  for (int i = 0; i < 4; ++i) add("q", "t", object{}, in_group("a"));
+  for (int i = 0; i < 4; ++i) add("q", "t", object{}, in_group("b"));
+  sync_wait(backend().set_rate_limit("q", RateLimit{2, 1000}));
+  auto a = claim("q", 10);
+  EXPECT_EQ(groups_of(a), (std::vector<std::string>{"a", "a"}));
+  sync_wait(backend().set_rate_limit("q", RateLimit{2, 1000, true}));
+  auto b = claim("q", 10);
+  EXPECT_EQ(groups_of(b), (std::vector<std::string>{"b", "b"}));
+  for (auto& j : a) finish({completed(j, "1")});
+  EXPECT_TRUE(claim("q", 10).empty());  // a's finishes hold its slots
+  sync_wait(backend().set_rate_limit("q", RateLimit{3, 1000}));
+  EXPECT_TRUE(claim("q", 10).empty());  // 2 active + 2 finished >= 3
+  sync_wait(backend().set_rate_limit("q", RateLimit{0, 1000, true}));
+  EXPECT_FALSE(sync_wait(backend().rate_limit("q")).per_group);
+  EXPECT_EQ(claim("q", 10).size(), 4u);
+}
+
+TEST_P(GroupLimits, StalledAndExpiredJobsAndDueDelayedOnes) {
+  sync_wait(backend().set_rate_limit("q", RateLimit{1, 1000, true}));
+  // A stalled job's slot is held until an interval after the reclaim.
+  JobId stalled = add("q", "t", object{}, in_group("s"));
+  ASSERT_EQ(claim("q", 1, 100).size(), 1u);
+  env().advance(200);
+  auto r = sync_wait(backend().reclaim_expired(env().now_ms(), 5));
+  EXPECT_EQ(r.requeued, std::vector<JobId>{stalled});
+  EXPECT_TRUE(claim("q", 10).empty());
+  env().advance(1000);
+  EXPECT_EQ(ids_of(claim("q", 10)), std::vector<JobId>{stalled});
+  // A job past its TTL is expired on the way and takes no slot.
+  JobOptions short_lived = in_group("t");
+  short_lived.ttl_ms = 100;
+  JobId gone = add("q", "t", object{}, short_lived);
+  JobId kept = add("q", "t", object{}, in_group("t"));
+  // A delayed job joins its group when due.
+  JobOptions later = in_group("d");
+  later.delay_ms = 100;
+  JobId delayed = add("q", "t", object{}, later);
+  env().advance(100);
+  EXPECT_EQ(ids_of(claim("q", 10)), (std::vector<JobId>{kept, delayed}));
+  EXPECT_EQ(state_of(gone), JobState::expired);
+}
+
+TEST_P(GroupLimits, WaitUntilIsZeroWhileSomeWaitingGroupHasASlot) {
+  sync_wait(backend().set_rate_limit("q", RateLimit{1, 1000, true}));
+  add("q", "t", object{}, in_group("a"));
+  ASSERT_EQ(claim("q", 10).size(), 1u);
+  EXPECT_EQ(until(), 0);  // nothing waits
+  add("q", "t", object{}, in_group("a"));
+  EXPECT_EQ(until(), env().now_ms() + 1000);
+  add("q", "t", object{}, in_group("b"));
+  EXPECT_EQ(until(), 0);
+}
+
+TEST_P(GroupLimits, BadGroupKeyOrLimitIsRefusedAndWritesNothing) {
+  JobOptions o = in_group(std::string(257, 'g'));
+  try {
+    add("q", "t", object{}, o);
+    FAIL() << "accepted a 257-byte group key";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("group key"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(sync_wait(backend().queues()).empty());
+  o.group.resize(256);
+  JobId ok = add("q", "t", object{}, o);
+  EXPECT_EQ(sync_wait(backend().get(ok))->options.group, o.group);
+
+  sync_wait(backend().set_rate_limit("q", RateLimit{5, 1000, true}));
+  try {
+    sync_wait(backend().set_rate_limit("q", RateLimit{-1, 1000, true}));
+    FAIL() << "accepted a negative max";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("max"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(sync_wait(backend().set_rate_limit("q", RateLimit{5, 0, false})), InvalidArgument);
+  RateLimit l = sync_wait(backend().rate_limit("q"));
+  EXPECT_EQ(l.max, 5);
+  EXPECT_TRUE(l.per_group);
+}
+
+TEST_P(GroupLimits, RepeatableKeepsTheGroupOfItsJobs) {
+  Repeatable r = every("q", "tick", "t", 1000);
+  r.options.group = "tenant-7";
+  sync_wait(backend().upsert_repeatable(r));
+  auto all = sync_wait(backend().repeatables("q"));
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].options.group, "tenant-7");
+}
+
+INSTANTIATE_TEST_SUITE_P(AllBackends, GroupLimits, all_backends(), backend_name);
+
 // ----- repeatables -----
 
 TEST_P(Features, ARepeatableTickFiresExactlyOnce) {
-  Repeatable r;
-  r.queue = "cron";
-  r.name = "nightly";
-  r.task = "report";
-  r.payload = "{}";
-  r.every_ms = 60'000;
-  r.next_fire_ms = env().now_ms();
-  r.created_ms = env().now_ms();
+  Repeatable r = every("cron", "nightly", "report", 60'000);
   sync_wait(backend().upsert_repeatable(r));
   auto list = sync_wait(backend().repeatables(""));
   ASSERT_EQ(list.size(), 1u);

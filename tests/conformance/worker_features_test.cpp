@@ -2,13 +2,15 @@
 // log lines of a handler are stored, cancel reaches a running handler through
 // its heartbeat, a flow parent sees its children's results, a job past its
 // TTL never runs, and a rate-limited queue never starts more than its limit
-// in a window. Time is a FakeEnv; nothing sleeps.
+// in a window (per queue, or per group key without one group holding back
+// the others). Time is a FakeEnv; nothing sleeps.
 #include "conformance/worker_fixture.hpp"
 
 #include <asyncmq/error.hpp>
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 #include <mutex>
 
 namespace asyncmq::testing {
@@ -172,6 +174,47 @@ TEST_P(WorkerConformance, RateLimitedQueueNeverStartsMoreThanItsLimitInAWindow) 
   }
   // Limited, not stopped: 12 jobs at 3 per second take at least 3 s.
   EXPECT_GE(starts.back() - starts.front(), 3'000);
+}
+
+// Per group: each tenant within its own limit, and a tenant with a backlog
+// does not delay the others' jobs.
+TEST_P(WorkerConformance, PerGroupLimitHoldsForEachTenantWithoutBlockingTheOthers) {
+  std::mutex m;
+  std::map<std::string, std::vector<std::int64_t>> starts;
+  tasks->add("t", [&](TaskContext& ctx) -> boost::json::value {
+    std::lock_guard lock(m);
+    starts[ctx.job().options.group].push_back(ctx.env().now_ms());
+    return nullptr;
+  }, TaskOptions{.blocking = false});
+  Queue q(client(), "q");
+  sync_wait(q.set_rate_limit(RateLimit{2, 1'000, true}));
+  std::vector<JobId> ids;
+  JobOptions hot;
+  hot.group = "hot";
+  for (int i = 0; i < 8; ++i) ids.push_back(add("q", "t", object{}, hot));
+  JobOptions cold;
+  cold.group = "cold";
+  for (int i = 0; i < 2; ++i) ids.push_back(add("q", "t", object{}, cold));
+
+  WorkerOptions wo = options();
+  wo.concurrency = 8;
+  run_worker(wo, [&] { return all_in(ids, JobState::completed); });
+
+  ASSERT_EQ(starts["hot"].size(), 8u);
+  ASSERT_EQ(starts["cold"].size(), 2u);
+  for (auto& [group, times] : starts) {
+    std::sort(times.begin(), times.end());
+    for (std::size_t i = 0; i < times.size(); ++i) {
+      auto in_window = std::count_if(times.begin(), times.end(), [&](std::int64_t t) {
+        return t >= times[i] && t < times[i] + 1'000;
+      });
+      EXPECT_LE(in_window, 2) << group << ": window starting at " << times[i];
+    }
+  }
+  // The cold tenant ran before the hot one's third job, not behind its
+  // backlog; the hot one was limited, not stopped: 8 jobs at 2 per second.
+  EXPECT_LT(starts["cold"].back(), starts["hot"][2]);
+  EXPECT_GE(starts["hot"].back() - starts["hot"].front(), 3'000);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // End-to-end tests of the issue-4 commands of `asyncmq` (TTL, idempotency,
-// cancel, logs, flows, clean/drain/obliterate, rate limits, events): each
-// runs the real binary as a child process against a temporary SQLite file.
+// cancel, logs, flows, clean/drain/obliterate, rate limits per queue and per
+// group, events): each runs the real binary as a child process against a
+// temporary SQLite file.
 //
 // Bad input is checked to write nothing: the store file is not created, or
 // its bytes are unchanged.
@@ -307,6 +308,47 @@ TEST_F(FeaturesCliTest, RateLimitIsSetShownAndRemoved) {
   json::value off = cli_json({"queue", "limit", "q", "--off"});
   EXPECT_TRUE(off.at("rate_limit").is_null());
   EXPECT_TRUE(cli_json({"queue", "stats", "q"}).at("queues").at(0).at("rate_limit").is_null());
+}
+
+// Per-group limits end to end: set and shown (text and --json), the group
+// key of a job shown, bad input refused, and a worker process that takes a
+// quiet tenant's job while a busy tenant waits out its limit (an hour: no
+// timing in the test).
+TEST_F(FeaturesCliTest, PerGroupLimitAndGroupKeysAreSetShownAndObeyed) {
+  expect_refused({"queue", "limit", "q", "--per-group"}, "--max");
+  expect_refused({"job", "add", "q", "echo", "--group", std::string(257, 'k')}, "group key");
+
+  json::value set =
+      cli_json({"queue", "limit", "q", "--max", "1", "--interval", "1h", "--per-group"});
+  EXPECT_EQ(set.at("rate_limit").at("max"), 1);
+  EXPECT_EQ(set.at("rate_limit").at("interval_ms"), 3'600'000);
+  EXPECT_EQ(set.at("rate_limit").at("per_group"), true);
+  ProcessResult shown = cli({"queue", "limit", "q"});
+  EXPECT_NE(shown.out.find("for each group key"), std::string::npos) << shown.out;
+
+  std::vector<std::string> busy;
+  for (int i = 0; i < 3; ++i) busy.push_back(add({"q", "echo", "--group", "tenant-busy"}));
+  std::string quiet = add({"q", "echo", "--group", "tenant-quiet"});
+  std::string plain = add({"q", "echo"});
+  EXPECT_EQ(cli_json({"job", "show", busy[0]}).at("options").at("group"), "tenant-busy");
+  EXPECT_TRUE(cli_json({"job", "show", plain}).at("options").at("group").is_null());
+  EXPECT_NE(cli({"job", "show", quiet}).out.find("tenant-quiet"), std::string::npos);
+
+  json::value stats = cli_json({"queue", "stats", "q"});
+  EXPECT_EQ(stats.at("queues").at(0).at("rate_limit").at("per_group"), true);
+  ProcessResult table = cli({"queue", "stats"});
+  EXPECT_NE(table.out.find("1/3600000ms per group"), std::string::npos) << table.out;
+  expect_refused({"queue", "limit", "q", "--max=-1", "--per-group"}, "--max");
+
+  Process worker(argv({"worker", "--queue", "q", "--id", "w1"}));
+  ASSERT_TRUE(wait_state(quiet, "completed"));
+  ASSERT_TRUE(wait_state(plain, "completed"));
+  ASSERT_TRUE(wait_state(busy[0], "completed"));
+  worker.send_signal(SIGTERM);
+  EXPECT_EQ(worker.wait().exit_code, 0);
+  EXPECT_EQ(state_of(busy[1]), "waiting");
+  EXPECT_EQ(state_of(busy[2]), "waiting");
+  EXPECT_EQ(count("q", "completed"), 3u);
 }
 
 TEST_F(FeaturesCliTest, EventsTailPrintsPastAndLiveEvents) {

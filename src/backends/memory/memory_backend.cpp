@@ -38,7 +38,21 @@ struct QueueData {
   StateCounts counts{};
   bool paused = false;
   RateLimit limit;
-  std::deque<std::int64_t> finished_log;  // finish times inside the limit's window
+  // Finish times inside the limit's window, with each job's group, kept while
+  // the queue is limited in either mode: switching modes counts the same jobs.
+  std::deque<std::pair<std::int64_t, std::string>> finished_log;
+  // Only while the limit is per group: each group's waiting jobs in claim
+  // order (a subset of `waiting`; no empty sets), so that a claim looks at
+  // each group's head instead of walking past a busy group's backlog.
+  std::map<std::string, std::set<WaitKey>, std::less<>> group_waiting;
+};
+
+// A group's use of its per-group limit: jobs active or finished within the
+// window, and the oldest such finish (while `has_oldest`).
+struct GroupUse {
+  std::int64_t used = 0;
+  std::int64_t oldest = 0;
+  bool has_oldest = false;
 };
 
 struct IdemEntry {
@@ -67,6 +81,10 @@ class MemoryBackend final : public Backend {
     QueueData& q = it->second;
     promote_locked(q, r.now_ms);
     if (q.paused) co_return out;
+    if (q.limit.max > 0 && q.limit.per_group) {
+      claim_per_group_locked(q, r, out);
+      co_return out;
+    }
     std::size_t max = std::min(r.max, allowance_locked(q, r.now_ms));
     out.reserve(std::min(max, q.waiting.size()));
     while (out.size() < max && !q.waiting.empty()) {
@@ -76,13 +94,7 @@ class MemoryBackend final : public Backend {
         expire_locked(q, j, r.now_ms);
         continue;
       }
-      move_state(q, j, JobState::active);
-      j.attempts_made++;
-      j.started_ms = r.now_ms;
-      j.lease = Lease{next_token_++, r.worker_id, r.now_ms + r.lease_ms};
-      active_.insert(j.id);
-      emit(EventType::active, j, r.now_ms);
-      out.push_back(j);
+      activate_locked(q, j, r, out);
     }
     co_return out;
   }
@@ -113,7 +125,7 @@ class MemoryBackend final : public Backend {
       active_.erase(j->id);
       j->lease = {};
       j->cancel_requested = false;
-      if (q.limit.max > 0) q.finished_log.push_back(o.now_ms);
+      if (q.limit.max > 0) q.finished_log.emplace_back(o.now_ms, j->options.group);
       switch (o.kind) {
         case Outcome::Kind::completed:
           j->result = std::move(o.result);
@@ -167,7 +179,7 @@ class MemoryBackend final : public Backend {
       j.lease = {};
       j.cancel_requested = false;
       j.stalls++;
-      if (q.limit.max > 0) q.finished_log.push_back(now_ms);
+      if (q.limit.max > 0) q.finished_log.emplace_back(now_ms, j.options.group);
       if (j.stalls > max_stalls) {
         j.error = std::string(1, kSystemError) + "stalled: lease expired " +
                   std::to_string(j.stalls) + " times";
@@ -178,7 +190,7 @@ class MemoryBackend final : public Backend {
         out.dead.push_back(id);
       } else {
         move_state(q, j, JobState::waiting);
-        q.waiting.emplace(j.options.priority, ord_of(j), j.id);
+        add_waiting(q, j);
         emit(EventType::stalled, j, now_ms);
         out.requeued.push_back(id);
       }
@@ -262,7 +274,7 @@ class MemoryBackend final : public Backend {
     j.finished_ms = 0;
     j.options.ttl_ms = 0;  // retried by hand: the TTL has done its job
     move_state(q, j, JobState::waiting);
-    q.waiting.emplace(j.options.priority, ord_of(j), j.id);
+    add_waiting(q, j);
     emit(EventType::waiting, j, now_ms);
     co_return;
   }
@@ -418,8 +430,18 @@ class MemoryBackend final : public Backend {
     validate_limit(limit);
     std::lock_guard lock(mu_);
     QueueData& q = queues_[std::string(queue)];
+    if (limit.max == 0) {
+      limit = RateLimit{};
+      q.finished_log.clear();
+    }
+    bool was_per_group = q.limit.per_group;
     q.limit = limit;
-    if (limit.max == 0) q.finished_log.clear();
+    if (limit.per_group && !was_per_group) {
+      for (const WaitKey& k : q.waiting)
+        q.group_waiting[jobs_.at(std::get<2>(k)).options.group].insert(k);
+    } else if (!limit.per_group) {
+      q.group_waiting.clear();
+    }
     co_return;
   }
 
@@ -435,10 +457,25 @@ class MemoryBackend final : public Backend {
     auto it = queues_.find(queue);
     if (it == queues_.end() || it->second.limit.max == 0) co_return 0;
     QueueData& q = it->second;
+    if (q.limit.per_group) {
+      // The earliest time one of the waiting jobs' groups frees a slot; 0 if
+      // one has a slot now (or nothing waits).
+      auto use = group_use_locked(it->first, q, now_ms);
+      std::int64_t until = 0;
+      for (const auto& [group, keys] : q.group_waiting) {
+        auto u = use.find(group);
+        if (u == use.end() || u->second.used < q.limit.max) co_return 0;
+        std::int64_t t = u->second.has_oldest
+                             ? std::max(u->second.oldest + q.limit.interval_ms, now_ms + 1)
+                             : now_ms + q.limit.interval_ms;
+        until = until == 0 ? t : std::min(until, t);
+      }
+      co_return until;
+    }
     if (allowance_locked(q, now_ms) > 0) co_return 0;
-    co_return q.finished_log.empty() ? now_ms + q.limit.interval_ms
-                                     : std::max(q.finished_log.front() + q.limit.interval_ms,
-                                                now_ms + 1);
+    co_return q.finished_log.empty()
+        ? now_ms + q.limit.interval_ms
+        : std::max(q.finished_log.front().first + q.limit.interval_ms, now_ms + 1);
   }
 
   boost::asio::awaitable<void> upsert_repeatable(Repeatable r) override {
@@ -619,7 +656,7 @@ class MemoryBackend final : public Backend {
         emit(EventType::delayed, stored, stored.created_ms);
       } else {
         stored.state = JobState::waiting;
-        q.waiting.emplace(stored.options.priority, ord_of(stored), stored.id);
+        add_waiting(q, stored);
         emit(EventType::waiting, stored, stored.created_ms);
       }
       q.counts[static_cast<int>(stored.state)]++;
@@ -627,11 +664,74 @@ class MemoryBackend final : public Backend {
     return ids;
   }
 
+  // Moves `j` (just taken off the waiting indexes) to active under a new
+  // lease and appends it to `out`.
+  void activate_locked(QueueData& q, Job& j, const ClaimRequest& r, std::vector<Job>& out) {
+    move_state(q, j, JobState::active);
+    j.attempts_made++;
+    j.started_ms = r.now_ms;
+    j.lease = Lease{next_token_++, r.worker_id, r.now_ms + r.lease_ms};
+    active_.insert(j.id);
+    emit(EventType::active, j, r.now_ms);
+    out.push_back(j);
+  }
+
+  // A claim on a queue limited per group: repeatedly takes the first job in
+  // claim order among the heads of the groups below their limit. Cost per
+  // job taken: one look at each waiting group's head, never at a group's
+  // backlog behind it.
+  void claim_per_group_locked(QueueData& q, const ClaimRequest& r, std::vector<Job>& out) {
+    auto use = group_use_locked(r.queue, q, r.now_ms);
+    while (out.size() < r.max) {
+      const WaitKey* best = nullptr;
+      for (const auto& [group, keys] : q.group_waiting) {
+        auto u = use.find(group);
+        if (u != use.end() && u->second.used >= q.limit.max) continue;
+        if (!best || *keys.begin() < *best) best = &*keys.begin();
+      }
+      if (!best) break;
+      Job& j = jobs_.at(std::get<2>(*best));
+      unlink_locked(q, j);  // invalidates `best`
+      if (std::int64_t d = ttl_deadline(j); d > 0 && d <= r.now_ms) {
+        expire_locked(q, j, r.now_ms);  // takes no slot
+        continue;
+      }
+      use[j.options.group].used++;
+      activate_locked(q, j, r, out);
+    }
+  }
+
+  // Each group's use of a per-group limit at now_ms: its active jobs plus
+  // its finishes within the window. Prunes the finish log. Cost: the
+  // store's active jobs plus the queue's finishes within the window.
+  std::map<std::string, GroupUse, std::less<>> group_use_locked(std::string_view queue,
+                                                                QueueData& q,
+                                                                std::int64_t now_ms) {
+    prune_finished_locked(q, now_ms);
+    std::map<std::string, GroupUse, std::less<>> use;
+    for (const auto& [at, group] : q.finished_log) {
+      GroupUse& u = use[group];
+      u.used++;
+      if (!u.has_oldest || at < u.oldest) u.oldest = at;
+      u.has_oldest = true;
+    }
+    for (const JobId& id : active_) {
+      const Job& j = jobs_.at(id);
+      if (j.queue == queue) use[j.options.group].used++;
+    }
+    return use;
+  }
+
+  void prune_finished_locked(QueueData& q, std::int64_t now_ms) {
+    while (!q.finished_log.empty() &&
+           q.finished_log.front().first <= now_ms - q.limit.interval_ms)
+      q.finished_log.pop_front();
+  }
+
   // How many more jobs the queue's rate limit lets start now.
   std::size_t allowance_locked(QueueData& q, std::int64_t now_ms) {
     if (q.limit.max <= 0) return static_cast<std::size_t>(-1);
-    while (!q.finished_log.empty() && q.finished_log.front() <= now_ms - q.limit.interval_ms)
-      q.finished_log.pop_front();
+    prune_finished_locked(q, now_ms);
     auto used = static_cast<std::int64_t>(q.counts[static_cast<int>(JobState::active)] +
                                           q.finished_log.size());
     return used >= q.limit.max ? 0 : static_cast<std::size_t>(q.limit.max - used);
@@ -662,7 +762,7 @@ class MemoryBackend final : public Backend {
         q.timed.emplace(p.run_at_ms, p.id);
       } else {
         move_state(q, p, JobState::waiting);
-        q.waiting.emplace(p.options.priority, ord_of(p), p.id);
+        add_waiting(q, p);
       }
       emit(EventType::waiting, p, now_ms);
     } else if (child.on_failure == ChildFailure::fail_parent) {
@@ -736,10 +836,21 @@ class MemoryBackend final : public Backend {
     j.state = to;
   }
 
+  static void add_waiting(QueueData& q, const Job& j) {
+    WaitKey k{j.options.priority, ord_of(j), j.id};
+    q.waiting.insert(k);
+    if (q.limit.per_group) q.group_waiting[j.options.group].insert(k);
+  }
+
   // Removes `j` from the queue's waiting or timed index (not from counts).
   static void unlink_locked(QueueData& q, const Job& j) {
     if (j.state == JobState::waiting) {
-      q.waiting.erase(WaitKey{j.options.priority, ord_of(j), j.id});
+      WaitKey k{j.options.priority, ord_of(j), j.id};
+      q.waiting.erase(k);
+      if (auto g = q.group_waiting.find(j.options.group); g != q.group_waiting.end()) {
+        g->second.erase(k);
+        if (g->second.empty()) q.group_waiting.erase(g);
+      }
     } else if (j.state == JobState::delayed || j.state == JobState::failed) {
       auto [b, e] = q.timed.equal_range(j.run_at_ms);
       for (auto t = b; t != e; ++t) {
@@ -757,7 +868,7 @@ class MemoryBackend final : public Backend {
       Job& j = jobs_.at(q.timed.begin()->second);
       q.timed.erase(q.timed.begin());
       move_state(q, j, JobState::waiting);
-      q.waiting.emplace(j.options.priority, ord_of(j), j.id);
+      add_waiting(q, j);
       ++n;
     }
     return n;

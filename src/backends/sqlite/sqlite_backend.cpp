@@ -35,6 +35,11 @@
 //                promotion reads only due entries.
 //   jobs_lease   (lease_expires_ms) WHERE state = active
 //                reclaim reads only expired leases.
+// Two more hold only the jobs of queues limited per group (group_limited),
+// so they cost other queues nothing: jobs_group (queue, group_key, claim
+// order) WHERE waiting, for the per-group claim, and jobs_group_active
+// (queue, group_key) WHERE active, for each group's use of its limit (see
+// claim_per_group).
 // There is deliberately no (queue, state, id) index: it was rewritten
 // (delete + insert) on every state transition, for `list` and `counts`
 // only. `list` reads the partial index of its state (waiting, delayed,
@@ -76,6 +81,7 @@
 #include <cstring>
 #include <deque>
 #include <exception>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -87,7 +93,10 @@ using boost::asio::awaitable;
 
 // 'AQMQ': marks a file as an asyncmq store.
 constexpr int kApplicationId = 0x41514d51;
-constexpr int kSchemaVersion = 3;
+// 4: group keys and per-group rate limits (jobs.group_key, group_limited,
+// limits.per_group, limiter_log.grp). Older stores are refused, not migrated:
+// no release wrote one.
+constexpr int kSchemaVersion = 4;
 
 // ---------------------------------------------------------------------------
 // Errors: every SQLite result code becomes an asyncmq error here, and only
@@ -403,13 +412,18 @@ CREATE TABLE jobs (
   children INTEGER NOT NULL,
   pending_children INTEGER NOT NULL,
   progress BLOB NOT NULL,
-  cancel_requested INTEGER NOT NULL
+  cancel_requested INTEGER NOT NULL,
+  group_key BLOB NOT NULL,
+  group_limited INTEGER NOT NULL
 );
 CREATE INDEX jobs_claim ON jobs(queue, priority, ord, id) WHERE state = 0;
 CREATE INDEX jobs_timed ON jobs(queue, run_at_ms) WHERE state IN (1, 4);
 CREATE INDEX jobs_lease ON jobs(lease_expires_ms) WHERE state = 2;
 CREATE INDEX jobs_ttl ON jobs(expires_ms) WHERE expires_ms > 0;
 CREATE INDEX jobs_parent ON jobs(parent) WHERE parent IS NOT NULL;
+CREATE INDEX jobs_group ON jobs(queue, group_key, priority, ord, id)
+  WHERE state = 0 AND group_limited = 1;
+CREATE INDEX jobs_group_active ON jobs(queue, group_key) WHERE state = 2 AND group_limited = 1;
 CREATE TABLE idempotency (queue TEXT NOT NULL, key BLOB NOT NULL, job BLOB NOT NULL,
                           until_ms INTEGER NOT NULL, PRIMARY KEY(queue, key)) WITHOUT ROWID;
 CREATE TABLE logs (job BLOB NOT NULL, time_ms INTEGER NOT NULL, text BLOB NOT NULL);
@@ -417,9 +431,10 @@ CREATE INDEX logs_job ON logs(job);
 CREATE TABLE events (seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, type INTEGER NOT NULL,
                      queue TEXT NOT NULL, jobs BLOB NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE limits (queue TEXT PRIMARY KEY, max INTEGER NOT NULL,
-                     interval_ms INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE limiter_log (queue TEXT NOT NULL, finished_ms INTEGER NOT NULL);
+                     interval_ms INTEGER NOT NULL, per_group INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE limiter_log (queue TEXT NOT NULL, grp BLOB NOT NULL, finished_ms INTEGER NOT NULL);
 CREATE INDEX limiter_log_q ON limiter_log(queue, finished_ms);
+CREATE INDEX limiter_log_g ON limiter_log(queue, grp, finished_ms);
 CREATE TABLE repeatables (queue TEXT NOT NULL, name TEXT NOT NULL, task TEXT NOT NULL,
                           payload BLOB NOT NULL, options TEXT NOT NULL, cron TEXT NOT NULL,
                           time_zone TEXT NOT NULL, every_ms INTEGER NOT NULL,
@@ -438,7 +453,7 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
   "backoff_max_delay_ms, backoff_jitter, timeout_ms, lifo, idempotency_key, subject, "      \
   "payload, result, error, attempts_made, stalls, created_ms, run_at_ms, started_ms, "      \
   "finished_ms, lease_token, lease_owner, lease_expires_ms, ttl_ms, idem_window_ms, parent, " \
-  "on_failure, children, pending_children, progress, cancel_requested"
+  "on_failure, children, pending_children, progress, cancel_requested, group_key"
 
 // Decodes ASYNCMQ_JOB_COLS starting at column `o`.
 Job read_job(const Stmt& s, int o = 0) {
@@ -478,6 +493,7 @@ Job read_job(const Stmt& s, int o = 0) {
   j.pending_children = static_cast<std::int32_t>(s.i64(o + 32));
   j.progress = s.str(o + 33);
   j.cancel_requested = s.i64(o + 34) != 0;
+  j.options.group = s.str(o + 35);
   return j;
 }
 
@@ -810,9 +826,10 @@ const char* const kInsert =
     "backoff_delay_ms, backoff_max_delay_ms, backoff_jitter, timeout_ms, lifo, idempotency_key, "
     "subject, payload, result, error, attempts_made, stalls, created_ms, run_at_ms, started_ms, "
     "finished_ms, lease_token, lease_owner, lease_expires_ms, ttl_ms, expires_ms, idem_window_ms, "
-    "parent, on_failure, children, pending_children, progress, cancel_requested) VALUES(?1, ?2, "
-    "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, "
-    "?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36, ?37)";
+    "parent, on_failure, children, pending_children, progress, cancel_requested, group_key, "
+    "group_limited) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
+    "?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, "
+    "?36, ?37, ?38, ?39)";
 
 // Events of one operation, written as few rows as possible: consecutive
 // events of one type, queue and time without detail share a row whose
@@ -863,7 +880,8 @@ std::int64_t ttl_deadline(const Job& j) {
 
 std::string system_error(std::string text) { return std::string(1, kSystemError) + text; }
 
-void insert_job(Db& db, const Job& j, JobState state) {
+// `group_limited`: the queue's limit is per group (see jobs_group).
+void insert_job(Db& db, const Job& j, JobState state, bool group_limited) {
   Stmt s(db, kInsert);
   s.bind_id(1, j.id)
       .bind_text(2, j.queue)
@@ -901,7 +919,9 @@ void insert_job(Db& db, const Job& j, JobState state) {
       .bind(34, j.children)
       .bind(35, j.pending_children)
       .bind_blob(36, j.progress)
-      .bind(37, j.cancel_requested ? 1 : 0);
+      .bind(37, j.cancel_requested ? 1 : 0)
+      .bind_blob(38, j.options.group)
+      .bind(39, group_limited ? 1 : 0);
   int rc = s.step_rc();
   if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
     throw Conflict("job id " + j.id.str() + " already exists");
@@ -914,15 +934,21 @@ bool job_exists(Db& db, const JobId& id) {
   return s.step();
 }
 
+RateLimit read_limit(Db& db, std::string_view queue);
+
 std::vector<JobId> do_enqueue(Db& db, const std::vector<Job>& jobs, EventLog& ev) {
   std::vector<JobId> ids;
   ids.reserve(jobs.size());
   const std::string* last_queue = nullptr;
+  bool group_limited = false;
   for (const Job& j : jobs) {
     if (!last_queue || *last_queue != j.queue) {
       Stmt q(db, "INSERT OR IGNORE INTO queues(name, paused) VALUES(?1, 0)");
       q.bind_text(1, j.queue).run();
       last_queue = &j.queue;
+      // One small read per queue of the batch (the limits table holds only
+      // limited queues).
+      group_limited = read_limit(db, j.queue).per_group;
     }
     bool flow = !j.parent.is_nil() || j.children > 0;
     if (!j.options.idempotency_key.empty() && !flow) {
@@ -947,7 +973,7 @@ std::vector<JobId> do_enqueue(Db& db, const std::vector<Job>& jobs, EventLog& ev
     JobState state = j.state == JobState::waiting_children ? j.state
                      : is_timed(j.state)                   ? j.state
                                                            : JobState::waiting;
-    insert_job(db, j, state);
+    insert_job(db, j, state, group_limited);
     db.count(j.queue, state, 1);
     ev.add(state == JobState::waiting   ? EventType::waiting
            : state == JobState::delayed ? EventType::delayed
@@ -994,12 +1020,13 @@ std::uint64_t take_tokens(Db& db, std::size_t n) {
 }
 
 RateLimit read_limit(Db& db, std::string_view queue) {
-  Stmt s(db, "SELECT max, interval_ms FROM limits WHERE queue = ?1");
+  Stmt s(db, "SELECT max, interval_ms, per_group FROM limits WHERE queue = ?1");
   s.bind_text(1, queue);
   RateLimit l;
   if (s.step()) {
     l.max = s.i64(0);
     l.interval_ms = s.i64(1);
+    l.per_group = s.i64(2) != 0;
   }
   return l;
 }
@@ -1010,16 +1037,18 @@ std::int64_t committed_count(Db& db, std::string_view queue, JobState state) {
   return s.step() ? s.i64(0) : 0;
 }
 
+void prune_limiter_log(Db& db, std::string_view queue, const RateLimit& l, std::int64_t now_ms) {
+  Stmt d(db, "DELETE FROM limiter_log WHERE queue = ?1 AND finished_ms <= ?2");
+  d.bind_text(1, queue).bind(2, now_ms - l.interval_ms).run();
+}
+
 // How many jobs the queue's limit lets start at now_ms (-1: no limit);
 // also prunes the finish log. `oldest` receives the oldest finish time
 // still inside the window (0 if none).
 std::int64_t allowance(Db& db, std::string_view queue, const RateLimit& l, std::int64_t now_ms,
                        bool prune, std::int64_t* oldest = nullptr) {
   if (l.max <= 0) return -1;
-  if (prune) {
-    Stmt d(db, "DELETE FROM limiter_log WHERE queue = ?1 AND finished_ms <= ?2");
-    d.bind_text(1, queue).bind(2, now_ms - l.interval_ms).run();
-  }
+  if (prune) prune_limiter_log(db, queue, l, now_ms);
   std::int64_t recent = 0;
   {
     Stmt s(db,
@@ -1036,10 +1065,101 @@ std::int64_t allowance(Db& db, std::string_view queue, const RateLimit& l, std::
   return std::max<std::int64_t>(0, l.max - active - recent);
 }
 
-void log_finish(Db& db, std::string_view queue, std::int64_t now_ms) {
-  Stmt s(db, "INSERT INTO limiter_log(queue, finished_ms) VALUES(?1, ?2)");
-  s.bind_text(1, queue).bind(2, now_ms).run();
+// Logged with the job's group in either mode, so that switching modes counts
+// the same finishes.
+void log_finish(Db& db, std::string_view queue, std::string_view group, std::int64_t now_ms) {
+  Stmt s(db, "INSERT INTO limiter_log(queue, grp, finished_ms) VALUES(?1, ?2, ?3)");
+  s.bind_text(1, queue).bind_blob(2, group).bind(3, now_ms).run();
 }
+
+// ----- Per-group limits (RateLimit::per_group) -----
+//
+// The jobs of a queue limited per group carry group_limited = 1 (set on
+// insert, and rewritten for the whole queue when its mode changes), which
+// puts its waiting jobs in jobs_group, (queue, group_key) then claim order,
+// and its active ones in jobs_group_active. Jobs of other queues are in
+// neither index, so the feature costs them nothing.
+//
+// A group's use at now_ms is its active jobs plus its finishes within the
+// window (limiter_log_g): two index range counts, O(log n + use).
+
+// The group's use; `oldest` receives its oldest finish within the window
+// (0 if none).
+std::int64_t group_used(Db& db, std::string_view queue, std::string_view group,
+                        const RateLimit& l, std::int64_t now_ms, std::int64_t* oldest) {
+  std::int64_t used = 0;
+  {
+    Stmt s(db,
+           "SELECT count(*) FROM jobs WHERE queue = ?1 AND group_key = ?2 AND state = 2 AND "
+           "group_limited = 1");
+    s.bind_text(1, queue).bind_blob(2, group);
+    if (s.step()) used += s.i64(0);
+  }
+  Stmt s(db,
+         "SELECT count(*), min(finished_ms) FROM limiter_log WHERE queue = ?1 AND grp = ?2 AND "
+         "finished_ms > ?3");
+  s.bind_text(1, queue).bind_blob(2, group).bind(3, now_ms - l.interval_ms);
+  if (s.step()) {
+    used += s.i64(0);
+    if (oldest) *oldest = s.i64(1);
+  }
+  return used;
+}
+
+// The groups of the queue's waiting jobs, in key order: one jobs_group seek
+// per group, however many jobs each holds.
+class WaitingGroups {
+ public:
+  WaitingGroups(Db& db, std::string_view queue) : db_(db), queue_(queue) {}
+  // The next group, or false after the last.
+  bool next(std::string& group) {
+    Stmt s(db_, first_
+                    ? "SELECT group_key FROM jobs WHERE queue = ?1 AND state = 0 AND "
+                      "group_limited = 1 ORDER BY queue, group_key LIMIT 1"
+                    : "SELECT group_key FROM jobs WHERE queue = ?1 AND group_key > ?2 AND "
+                      "state = 0 AND group_limited = 1 ORDER BY queue, group_key LIMIT 1");
+    s.bind_text(1, queue_);
+    if (!first_) s.bind_blob(2, last_);
+    if (!s.step()) return false;
+    first_ = false;
+    last_ = s.str(0);
+    group = last_;
+    return true;
+  }
+
+ private:
+  Db& db_;
+  std::string queue_;
+  std::string last_;
+  bool first_ = true;
+};
+
+// Slots each group has left in one claim: computed on first sight, then
+// counted down as the claim takes jobs.
+class GroupSlots {
+ public:
+  GroupSlots(Db& db, std::string_view queue, const RateLimit& l, std::int64_t now_ms)
+      : db_(db), queue_(queue), limit_(l), now_ms_(now_ms) {}
+  std::int64_t left(std::string_view group) {
+    auto it = left_.find(group);
+    if (it == left_.end()) {
+      std::int64_t used = group_used(db_, queue_, group, limit_, now_ms_, nullptr);
+      it = left_.emplace(std::string(group), std::max<std::int64_t>(0, limit_.max - used)).first;
+      fresh_.emplace(it->first, it->second);
+    }
+    return it->second;
+  }
+  void take(std::string_view group) { --left_.find(group)->second; }
+  // Forgets what was taken (the claim starts over).
+  void reset() { left_ = fresh_; }
+
+ private:
+  Db& db_;
+  std::string queue_;
+  RateLimit limit_;
+  std::int64_t now_ms_;
+  std::map<std::string, std::int64_t, std::less<>> left_, fresh_;
+};
 
 // A flow child reached a final state: count its parent down or act on the
 // child's on_failure.
@@ -1061,12 +1181,137 @@ void expire_row(Db& db, std::int64_t rowid, const Job& j, std::int64_t now_ms, E
     child_ended(db, j.id, j.parent, j.on_failure, JobState::expired, false, now_ms, ev);
 }
 
+// Moves the claimed rows (`out[i]` is row `rowids[i]`) to active under new
+// leases.
+void activate(Db& db, const ClaimRequest& r, std::vector<Job>& out,
+              const std::vector<std::int64_t>& rowids, EventLog& ev) {
+  if (out.empty()) return;
+  std::uint64_t token = take_tokens(db, out.size());
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    Job& j = out[i];
+    j.state = JobState::active;
+    j.attempts_made++;
+    j.started_ms = r.now_ms;
+    j.lease = Lease{token++, r.worker_id, r.now_ms + r.lease_ms};
+    Stmt s(db,
+           "UPDATE jobs SET state = 2, attempts_made = ?1, started_ms = ?2, lease_token = ?3, "
+           "lease_owner = ?4, lease_expires_ms = ?5, expires_ms = 0 WHERE rowid = ?6");
+    s.bind(1, j.attempts_made)
+        .bind(2, j.started_ms)
+        .bind(3, static_cast<std::int64_t>(j.lease.token))
+        .bind_text(4, j.lease.owner)
+        .bind(5, j.lease.expires_ms)
+        .bind(6, rowids[i])
+        .run();
+    ev.add(EventType::active, r.queue, j.id, r.now_ms);
+  }
+  db.count(r.queue, JobState::waiting, -static_cast<std::int64_t>(out.size()));
+  db.count(r.queue, JobState::active, static_cast<std::int64_t>(out.size()));
+}
+
+std::optional<Job> job_at(Db& db, std::int64_t rowid) {
+  Stmt s(db, "SELECT " ASYNCMQ_JOB_COLS " FROM jobs WHERE rowid = ?1");
+  s.bind(1, rowid);
+  if (!s.step()) return std::nullopt;
+  return read_job(s);
+}
+
+// How many rows of the claim order a per-group claim reads before it turns
+// to the groups' heads, beyond twice the jobs it wants.
+constexpr std::int64_t kGroupScanSlack = 256;
+
+// A claim on a queue limited per group: the first `want` waiting jobs in
+// claim order whose groups have slots left, at most that many per group.
+//
+// Two ways to the same answer. First it reads the claim order (jobs_claim)
+// for at most 2 * want + kGroupScanSlack rows, skipping jobs of groups at
+// their limit: enough unless busy groups hold the head of the queue. If that
+// runs out before filling the claim, it takes the heads of each group with
+// slots left instead (WaitingGroups: a seek per waiting group; groups at
+// their limit cost that seek, not their backlog) and merges them in claim
+// order. Cost: O(want + slack) rows, else O(G log n) for G groups with
+// waiting jobs, plus a use count (group_used) per group looked at. Jobs past
+// their TTL met on the way are expired and take no slot.
+std::vector<Job> claim_per_group(Db& db, const ClaimRequest& r, const RateLimit& l,
+                                 EventLog& ev) {
+  prune_limiter_log(db, r.queue, l, r.now_ms);
+  const auto want = static_cast<std::int64_t>(std::min<std::size_t>(r.max, 1u << 30));
+  GroupSlots slots(db, r.queue, l, r.now_ms);
+  std::vector<std::int64_t> picks, stale;
+  bool complete = false;
+  {
+    const std::int64_t budget = 2 * want + kGroupScanSlack;
+    std::int64_t scanned = 0;
+    Stmt s(db,
+           "SELECT rowid, group_key, expires_ms FROM jobs WHERE queue = ?1 AND state = 0 "
+           "ORDER BY priority, ord, id LIMIT ?2");
+    s.bind_text(1, r.queue).bind(2, budget);
+    while (static_cast<std::int64_t>(picks.size()) < want && s.step()) {
+      ++scanned;
+      std::int64_t expires = s.i64(2);
+      if (expires > 0 && expires <= r.now_ms) {
+        stale.push_back(s.i64(0));
+      } else if (std::string_view g = s.view(1); slots.left(g) > 0) {
+        slots.take(g);
+        picks.push_back(s.i64(0));
+      }
+    }
+    complete = static_cast<std::int64_t>(picks.size()) == want || scanned < budget;
+  }
+  if (!complete) {
+    picks.clear();
+    slots.reset();
+    struct Head {
+      std::int64_t priority, ord;
+      JobId id;
+      std::int64_t rowid;
+    };
+    std::vector<Head> heads;
+    WaitingGroups groups(db, r.queue);
+    std::string g;
+    while (groups.next(g)) {
+      std::int64_t n = std::min(slots.left(g), want);
+      if (n == 0) continue;
+      Stmt h(db,
+             "SELECT rowid, priority, ord, id, expires_ms FROM jobs WHERE queue = ?1 AND "
+             "group_key = ?2 AND state = 0 AND group_limited = 1 ORDER BY priority, ord, id");
+      h.bind_text(1, r.queue).bind_blob(2, g);
+      while (n > 0 && h.step()) {
+        std::int64_t expires = h.i64(4);
+        if (expires > 0 && expires <= r.now_ms) {
+          stale.push_back(h.i64(0));
+          continue;
+        }
+        heads.push_back(Head{h.i64(1), h.i64(2), h.id(3), h.i64(0)});
+        --n;
+      }
+    }
+    auto order = [](const Head& a, const Head& b) {
+      return std::tie(a.priority, a.ord, a.id) < std::tie(b.priority, b.ord, b.id);
+    };
+    std::size_t n = std::min(heads.size(), static_cast<std::size_t>(want));
+    std::partial_sort(heads.begin(), heads.begin() + static_cast<std::ptrdiff_t>(n), heads.end(),
+                      order);
+    for (std::size_t i = 0; i < n; ++i) picks.push_back(heads[i].rowid);
+  }
+  std::sort(stale.begin(), stale.end());
+  stale.erase(std::unique(stale.begin(), stale.end()), stale.end());
+  for (std::int64_t rowid : stale)
+    if (auto j = job_at(db, rowid)) expire_row(db, rowid, *j, r.now_ms, ev);
+  std::vector<Job> out;
+  out.reserve(picks.size());
+  for (std::int64_t rowid : picks) out.push_back(*job_at(db, rowid));
+  activate(db, r, out, picks, ev);
+  return out;
+}
+
 std::vector<Job> do_claim(Db& db, const ClaimRequest& r, EventLog& ev) {
   std::vector<Job> out;
   promote_queue(db, r.queue, r.now_ms);
   if (r.max == 0 || paused(db, r.queue)) return out;
   std::int64_t limit = static_cast<std::int64_t>(std::min<std::size_t>(r.max, 1u << 30));
   RateLimit rl = read_limit(db, r.queue);
+  if (rl.max > 0 && rl.per_group) return claim_per_group(db, r, rl, ev);
   if (std::int64_t a = allowance(db, r.queue, rl, r.now_ms, true); a >= 0) limit = std::min(limit, a);
   if (limit == 0) return out;
   // Read the claimable rows in claim order straight off jobs_claim, then
@@ -1097,28 +1342,7 @@ std::vector<Job> do_claim(Db& db, const ClaimRequest& r, EventLog& ev) {
     for (auto& [rowid, j] : stale) expire_row(db, rowid, j, r.now_ms, ev);
     if (stale.empty()) break;
   }
-  if (out.empty()) return out;
-  std::uint64_t token = take_tokens(db, out.size());
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    Job& j = out[i];
-    j.state = JobState::active;
-    j.attempts_made++;
-    j.started_ms = r.now_ms;
-    j.lease = Lease{token++, r.worker_id, r.now_ms + r.lease_ms};
-    Stmt s(db,
-           "UPDATE jobs SET state = 2, attempts_made = ?1, started_ms = ?2, lease_token = ?3, "
-           "lease_owner = ?4, lease_expires_ms = ?5, expires_ms = 0 WHERE rowid = ?6");
-    s.bind(1, j.attempts_made)
-        .bind(2, j.started_ms)
-        .bind(3, static_cast<std::int64_t>(j.lease.token))
-        .bind_text(4, j.lease.owner)
-        .bind(5, j.lease.expires_ms)
-        .bind(6, rowids[i])
-        .run();
-    ev.add(EventType::active, r.queue, j.id, r.now_ms);
-  }
-  db.count(r.queue, JobState::waiting, -static_cast<std::int64_t>(out.size()));
-  db.count(r.queue, JobState::active, static_cast<std::int64_t>(out.size()));
+  activate(db, r, out, rowids, ev);
   return out;
 }
 
@@ -1157,8 +1381,8 @@ std::vector<bool> do_finish(Db& db, const std::vector<Outcome>& outcomes, EventL
     // The job's rowid and queue, if it is still active under this lease
     // (the queue names the count that moves), and its flow parent.
     Stmt f(db,
-           "SELECT rowid, queue, parent, on_failure, attempts_made FROM jobs WHERE id = ?1 AND "
-           "state = 2 AND lease_token = ?2");
+           "SELECT rowid, queue, parent, on_failure, attempts_made, group_key FROM jobs WHERE "
+           "id = ?1 AND state = 2 AND lease_token = ?2");
     f.bind_id(1, o.id).bind(2, static_cast<std::int64_t>(o.token));
     if (!f.step()) continue;
     const char* sql = nullptr;
@@ -1192,7 +1416,7 @@ std::vector<bool> do_finish(Db& db, const std::vector<Outcome>& outcomes, EventL
     std::string queue(f.view(1));
     db.count(queue, JobState::active, -1);
     db.count(queue, to, 1);
-    if (limits.limited(db, queue)) log_finish(db, queue, o.now_ms);
+    if (limits.limited(db, queue)) log_finish(db, queue, f.view(5), o.now_ms);
     switch (to) {
       case JobState::completed: ev.add(EventType::completed, queue, o.id, o.now_ms); break;
       case JobState::failed:
@@ -1282,17 +1506,18 @@ ReclaimResult do_reclaim(Db& db, std::int64_t now_ms, int max_stalls, EventLog& 
     bool has_parent;
     JobId parent;
     ChildFailure on_failure;
+    std::string group;
   };
   std::vector<Expired> expired;
   {
     Stmt s(db,
-           "SELECT id, rowid, stalls, queue, parent, on_failure FROM jobs WHERE state = 2 AND "
-           "lease_expires_ms < ?1");
+           "SELECT id, rowid, stalls, queue, parent, on_failure, group_key FROM jobs WHERE "
+           "state = 2 AND lease_expires_ms < ?1");
     s.bind(1, now_ms);
     while (s.step())
       expired.push_back({s.id(0), s.i64(1), s.i64(2), s.str(3),
                          sqlite3_column_type(s.raw(), 4) != SQLITE_NULL, s.id(4),
-                         static_cast<ChildFailure>(s.i64(5))});
+                         static_cast<ChildFailure>(s.i64(5)), s.str(6)});
   }
   std::sort(expired.begin(), expired.end(),
             [](const Expired& a, const Expired& b) { return a.id < b.id; });
@@ -1300,7 +1525,7 @@ ReclaimResult do_reclaim(Db& db, std::int64_t now_ms, int max_stalls, EventLog& 
   LimitCache limits;
   for (const auto& e : expired) {
     db.count(e.queue, JobState::active, -1);
-    if (limits.limited(db, e.queue)) log_finish(db, e.queue, now_ms);
+    if (limits.limited(db, e.queue)) log_finish(db, e.queue, e.group, now_ms);
     std::int64_t stalls = e.stalls + 1;
     if (stalls > max_stalls) {
       Stmt s(db,
@@ -1622,6 +1847,14 @@ std::size_t do_obliterate(Db& db, const std::string& queue, bool force) {
 }
 
 void do_set_rate_limit(Db& db, const std::string& queue, const RateLimit& l) {
+  bool was_per_group = read_limit(db, queue).per_group;
+  bool per_group = l.max > 0 && l.per_group;
+  if (per_group != was_per_group) {
+    // Puts the queue's jobs into (or takes them out of) the per-group
+    // indexes: one pass over the jobs table, on this rare call only.
+    Stmt u(db, "UPDATE jobs SET group_limited = ?2 WHERE queue = ?1 AND group_limited <> ?2");
+    u.bind_text(1, queue).bind(2, per_group ? 1 : 0).run();
+  }
   if (l.max == 0) {
     Stmt d(db, "DELETE FROM limits WHERE queue = ?1");
     d.bind_text(1, queue).run();
@@ -1630,16 +1863,36 @@ void do_set_rate_limit(Db& db, const std::string& queue, const RateLimit& l) {
     return;
   }
   Stmt s(db,
-         "INSERT INTO limits(queue, max, interval_ms) VALUES(?1, ?2, ?3) ON CONFLICT(queue) DO "
-         "UPDATE SET max = excluded.max, interval_ms = excluded.interval_ms");
-  s.bind_text(1, queue).bind(2, l.max).bind(3, l.interval_ms).run();
+         "INSERT INTO limits(queue, max, interval_ms, per_group) VALUES(?1, ?2, ?3, ?4) "
+         "ON CONFLICT(queue) DO UPDATE SET max = excluded.max, interval_ms = excluded.interval_ms, "
+         "per_group = excluded.per_group");
+  s.bind_text(1, queue).bind(2, l.max).bind(3, l.interval_ms).bind(4, per_group ? 1 : 0).run();
   Stmt q(db, "INSERT OR IGNORE INTO queues(name, paused) VALUES(?1, 0)");
   q.bind_text(1, queue).run();
+}
+
+// Per group: 0 as soon as one waiting job's group has a slot (or nothing
+// waits), else the earliest time one of those groups frees one. Cost: a
+// seek and a use count per waiting group.
+std::int64_t rate_limited_until_per_group(Db& db, const std::string& queue, const RateLimit& l,
+                                          std::int64_t now_ms) {
+  std::int64_t until = 0;
+  WaitingGroups groups(db, queue);
+  std::string g;
+  while (groups.next(g)) {
+    std::int64_t oldest = 0;
+    if (group_used(db, queue, g, l, now_ms, &oldest) < l.max) return 0;
+    std::int64_t t = oldest > 0 ? std::max(oldest + l.interval_ms, now_ms + 1)
+                                : now_ms + l.interval_ms;
+    until = until == 0 ? t : std::min(until, t);
+  }
+  return until;
 }
 
 std::int64_t do_rate_limited_until(Db& db, const std::string& queue, std::int64_t now_ms) {
   RateLimit l = read_limit(db, queue);
   if (l.max <= 0) return 0;
+  if (l.per_group) return rate_limited_until_per_group(db, queue, l, now_ms);
   std::int64_t oldest = 0;
   if (allowance(db, queue, l, now_ms, false, &oldest) > 0) return 0;
   return oldest > 0 ? std::max(oldest + l.interval_ms, now_ms + 1) : now_ms + l.interval_ms;
@@ -1658,6 +1911,7 @@ std::string options_to_json(const JobOptions& o) {
   v["lifo"] = o.lifo;
   v["ttl_ms"] = o.ttl_ms;
   v["subject"] = o.subject;
+  v["group"] = o.group;
   return boost::json::serialize(v);
 }
 
@@ -1682,6 +1936,7 @@ JobOptions options_from_json(std::string_view text) {
   if (auto* p = obj.if_contains("lifo"); p && p->is_bool()) o.lifo = p->as_bool();
   o.ttl_ms = num("ttl_ms");
   if (auto* p = obj.if_contains("subject"); p && p->is_string()) o.subject = p->as_string().c_str();
+  if (auto* p = obj.if_contains("group"); p && p->is_string()) o.group = std::string(p->as_string());
   return o;
 }
 
