@@ -3,8 +3,11 @@
 // key prepared once, GcmKey), the sealing codec's encode and decode, and
 // HMAC-SHA-256 per audit record (one-shot versus a keyed HmacSha256).
 //
-// Compare with end-to-end jobs/s from `asyncmq bench --seal`: a sealed job
-// costs one encode (payload), one decode (payload) and one encode (result).
+// Compare with end-to-end jobs/s from `asyncmq bench --seal` and
+// `asyncmq --audit-dir DIR bench`: a sealed job costs one encode (payload),
+// one decode (payload) and one encode (result); an audited job writes about
+// three records (added, claimed, completed).
+#include <asyncmq/audit.hpp>
 #include <asyncmq/codec.hpp>
 #include <asyncmq/env.hpp>
 #include <asyncmq/job.hpp>
@@ -14,7 +17,10 @@
 
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
+#include <filesystem>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -107,5 +113,42 @@ void BM_HmacSha256Keyed(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(mac.mac(kRecord));
 }
 BENCHMARK(BM_HmacSha256Keyed);
+
+// AuditLog::append of a batch of range(0) events (an auditing Backend
+// appends one batch per enqueue, claim and finish call), with the fsync
+// policy range(1): 0 never, 1 group, 2 always. A fresh chain in a
+// temporary directory under $TMPDIR (default /tmp): the disk there decides
+// what `always` costs.
+void BM_AuditAppend(benchmark::State& state) {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string dir_template = std::string(tmp && *tmp ? tmp : "/tmp") + "/asyncmq-audit-bench-XXXXXX";
+  if (!::mkdtemp(dir_template.data())) {
+    state.SkipWithError("mkdtemp failed");
+    return;
+  }
+  const std::filesystem::path dir = dir_template;
+  asyncmq::audit_keygen(dir / "writer.key", dir / "verify.key");
+  asyncmq::AuditOptions o = asyncmq::AuditOptions::in_dir(dir);
+  o.fsync = state.range(1) == 0   ? asyncmq::AuditFsync::never
+            : state.range(1) == 1 ? asyncmq::AuditFsync::group
+                                  : asyncmq::AuditFsync::always;
+  {
+    auto log = asyncmq::AuditLog::open(o, asyncmq::Env::system());
+    std::vector<asyncmq::AuditEvent> batch;
+    for (std::int64_t i = 0; i < state.range(0); ++i)
+      batch.emplace_back("completed", "worker:host-1234-abcd", "01J9Z3Q4M8X6W2V5T7R9P1N3K5",
+                         "emails", "", "");
+    for (auto _ : state) log->append(batch);
+    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * state.range(0));
+    log->close();
+  }
+  std::filesystem::remove_all(dir);
+}
+BENCHMARK(BM_AuditAppend)
+    ->ArgNames({"batch", "fsync"})
+    ->Args({1, 0})->Args({32, 0})
+    ->Args({1, 1})->Args({32, 1})
+    ->Args({1, 2})->Args({32, 2})
+    ->UseRealTime();
 
 }  // namespace

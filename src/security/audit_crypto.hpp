@@ -8,6 +8,7 @@
 // an OpenSSL failure; never a key byte in a message.
 #pragma once
 
+#include <asyncmq/audit.hpp>
 #include <asyncmq/security.hpp>
 
 #include <cstdint>
@@ -76,6 +77,12 @@ void create_private_file(const std::filesystem::path& path, std::string_view tex
 }  // namespace asyncmq::security
 
 namespace asyncmq::security {
+
+// audit_canonical() and audit_to_json_line() (include/asyncmq/audit.hpp),
+// appending to `out` instead of returning a new string: the writer renders
+// a whole batch into one buffer.
+void append_audit_canonical(const AuditRecord& r, std::string& out);
+void append_audit_json_line(const AuditRecord& r, std::string& out);
 
 // One signed checkpoint (a line of the checkpoint file).
 struct AuditCheckpoint {

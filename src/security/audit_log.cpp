@@ -8,10 +8,28 @@
 //      checkpointed), re-read the head, the last checkpoint, the key;
 //   2. for each event: evolve the key first if the epoch is due (the new key
 //      file is on disk before any record MACed under it), MAC, render;
-//   3. one write(2) of all lines (O_APPEND), fdatasync per AuditFsync;
-//   4. the hook; a checkpoint if one is due.
+//   3. one write(2) of all lines (O_APPEND); fdatasync now under
+//      AuditFsync::always;
+//   4. the hook; a checkpoint if one is due (under always and never).
 // A crash inside step 3 can leave a partial last line; the next writer cuts
 // it (it was never a record: its batch had not returned) and logs that.
+//
+// Group commit (AuditFsync::group, the default). The caller's thread writes
+// (step 3 without the fdatasync) and wakes the syncer thread, which runs
+// one fdatasync at a time, each covering every record written before it
+// started: while one runs, later batches pile up for the next. So the
+// callers (a worker's event loop) never wait for the disk, and the disk
+// sees at most one flush in flight per log instead of one per batch. After
+// each fdatasync the syncer writes the periodic checkpoint if one is due,
+// anchoring the last record it made durable, never a later one: a machine
+// crash can lose the tail written since, but never leaves a checkpoint
+// naming records that are gone (verify would report that as a cut tail).
+// Checkpoints written on the caller's thread (before a key evolution, by
+// tick(), checkpoint() and close()) first fdatasync the log, for the same
+// reason. The syncer's fdatasync of the checkpoint file runs outside the
+// locks; the one before an evolution does not (the key file must not get
+// ahead of it). Why no timer: a flush as soon as the last one finishes
+// needs no clock, and batches grow by themselves when the disk is slow.
 #include <asyncmq/audit.hpp>
 #include <asyncmq/env.hpp>
 
@@ -25,9 +43,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <thread>
 
 namespace asyncmq {
 namespace {
@@ -167,6 +187,7 @@ struct AuditLog::Impl {
   std::uint64_t cp_seq = 0;
   std::int64_t cp_time = 0;
   security::AuditWriterKey key;
+  security::HmacSha256 mac;  // keyed with key.key (rekey() after each change)
   std::optional<FileId> key_file;
   std::string key_id;
   bool key_dirty = false;
@@ -175,11 +196,35 @@ struct AuditLog::Impl {
   std::uint64_t dropped = 0;
   bool closed = false;
 
+  // ---- durability (all GUARDED_BY(mu)) ----
+  // The newest record known to be on disk (an fdatasync of the log finished
+  // after it was written).
+  AuditHead durable;
+  // Records were written since the last fdatasync started.
+  bool unsynced = false;
+  // The syncer thread (AuditFsync::group only) and its stop flag.
+  std::thread syncer;
+  std::condition_variable wake;
+  bool stop_syncer = false;
+
   Impl(AuditOptions o, Env& e) : opt(std::move(o)), env(e) {}
   ~Impl() {
+    stop();
     if (log_fd >= 0) ::close(log_fd);
     if (cp_fd >= 0) ::close(cp_fd);
   }
+
+  // Stops and joins the syncer, if it runs. REQUIRES: mu not held.
+  void stop() {
+    {
+      std::lock_guard lock(mu);
+      stop_syncer = true;
+    }
+    wake.notify_all();
+    if (syncer.joinable()) syncer.join();
+  }
+
+  void rekey() { mac = security::HmacSha256(key.key.reveal()); }
 
   void load_key() {
     std::string text = security::read_private_file(opt.writer_key_path, "audit writer key");
@@ -191,6 +236,7 @@ struct AuditLog::Impl {
     }
     security::secure_wipe(text);
     key_file = file_id(opt.writer_key_path);
+    rekey();
   }
 
   void save_key() {
@@ -213,6 +259,7 @@ struct AuditLog::Impl {
     key.epoch_start_seq = next_seq;
     key.epoch_start_ms = now;
     key_dirty = true;
+    rekey();
   }
 
   // REQUIRES: the flock is held.
@@ -249,6 +296,7 @@ struct AuditLog::Impl {
                   opt.writer_key_path.string() + " holds an older epoch than this writer; "
                   "rewriting it");
         key = std::move(before);
+        rekey();
         save_key();
       }
     }
@@ -297,27 +345,101 @@ struct AuditLog::Impl {
     if (key_dirty) save_key();  // on disk before any record MACed under it
   }
 
-  // REQUIRES: the flock is held, head.seq > cp_seq.
-  void write_checkpoint(std::int64_t now) {
+  // Makes every record up to the head durable, so that a checkpoint may
+  // name it. Nothing under AuditFsync::never, which promises nothing.
+  // REQUIRES: mu held.
+  void make_log_durable() {
+    if (opt.fsync == AuditFsync::never || (!unsynced && durable.seq >= head.seq)) return;
+    if (::fdatasync(log_fd) != 0) io_error(opt.log_path, "fdatasync failed");
+    durable = head;
+    unsynced = false;
+  }
+
+  // Appends a signed checkpoint of `h` (a record in the log), and
+  // fdatasyncs the checkpoint file if `sync_now`. REQUIRES: the flock is
+  // held, h.seq > cp_seq, the log durable up to h.
+  void write_checkpoint_of(const AuditHead& h, std::int64_t now, bool sync_now) {
     security::AuditCheckpoint c;
-    c.seq = head.seq;
+    c.seq = h.seq;
     c.time_ms = now;
-    c.epoch = head.epoch;
-    c.mac = head.mac;
+    c.epoch = h.epoch;
+    c.mac = h.mac;
     c.key_id = key_id;
     c.sig = security::ed25519_sign(key.sign_key.reveal(), security::audit_checkpoint_message(c));
     std::string line = security::audit_checkpoint_line(c) + "\n";
     write_all(cp_fd, line, opt.checkpoint_path);
-    if (::fdatasync(cp_fd) != 0) io_error(opt.checkpoint_path, "fdatasync failed");
+    if (sync_now && ::fdatasync(cp_fd) != 0) io_error(opt.checkpoint_path, "fdatasync failed");
     cp_seen += static_cast<off_t>(line.size());
     cp_seq = c.seq;
     cp_time = now;
   }
 
+  // A checkpoint of the head, durable with the records it names.
+  // REQUIRES: the flock is held, head.seq > cp_seq.
+  void write_checkpoint(std::int64_t now) {
+    make_log_durable();
+    write_checkpoint_of(head, now, /*sync_now=*/true);
+  }
+
+  bool checkpoint_due(std::uint64_t seq, std::int64_t now) const {
+    return seq > cp_seq && (seq - cp_seq >= opt.checkpoint_records || now - cp_time >= opt.checkpoint_ms);
+  }
+
   void maybe_checkpoint(std::int64_t now) {
-    if (head.seq <= cp_seq) return;
-    if (head.seq - cp_seq >= opt.checkpoint_records || now - cp_time >= opt.checkpoint_ms)
-      write_checkpoint(now);
+    if (checkpoint_due(head.seq, now)) write_checkpoint(now);
+  }
+
+  // The syncer thread (AuditFsync::group): see the file comment.
+  void syncer_loop() {
+    std::unique_lock lock(mu);
+    for (;;) {
+      wake.wait(lock, [&] { return stop_syncer || unsynced; });
+      if (stop_syncer) return;
+      unsynced = false;
+      const AuditHead target = head;
+      lock.unlock();
+      const int rc = ::fdatasync(log_fd);
+      const int err = errno;
+      lock.lock();
+      if (rc != 0) {
+        ++failures;
+        core::log(core::LogLevel::error, "audit",
+                  opt.log_path.string() + ": fdatasync failed: " + std::strerror(err));
+        continue;
+      }
+      if (target.seq > durable.seq) durable = target;
+      bool sync_cp = false;
+      try {
+        sync_cp = checkpoint_durable();
+      } catch (const std::exception& ex) {
+        ++failures;
+        core::log(core::LogLevel::error, "audit", std::string("checkpoint failed: ") + ex.what());
+      }
+      if (sync_cp) {
+        lock.unlock();
+        const int cp_rc = ::fdatasync(cp_fd);
+        const int cp_err = errno;
+        lock.lock();
+        if (cp_rc != 0) {
+          ++failures;
+          core::log(core::LogLevel::error, "audit",
+                    opt.checkpoint_path.string() + ": fdatasync failed: " + std::strerror(cp_err));
+        }
+      }
+    }
+  }
+
+  // The syncer's periodic checkpoint, of the durable record, if one is due.
+  // Returns whether it wrote one (whose fdatasync the caller then runs).
+  // REQUIRES: mu held.
+  bool checkpoint_durable() {
+    std::int64_t now = env.now_ms();
+    if (!checkpoint_due(durable.seq, now)) return false;
+    FileLock lock(log_fd, opt.log_path);
+    sync();  // another writer may have checkpointed meanwhile
+    if (durable.seq <= cp_seq) return false;
+    write_checkpoint_of(durable, now, /*sync_now=*/false);
+    return true;
   }
 
   // Writes the held events: one write (and fsync) per epoch they span,
@@ -337,26 +459,29 @@ struct AuditLog::Impl {
                                    opt.epoch_records - used, held.size()));
       write_records(room, now);
     }
-    maybe_checkpoint(now);
+    if (opt.fsync != AuditFsync::group) maybe_checkpoint(now);
   }
 
   // Writes the first `count` held events under the current key.
   void write_records(std::size_t count, std::int64_t now) {
     std::string buf;
-    std::vector<std::string> lines;
-    lines.reserve(count);
+    std::string canonical;
+    std::vector<std::size_t> ends;  // of each line in buf, for the hook
+    if (opt.hook) ends.reserve(count);
     AuditHead h = head;
     const std::uint64_t first = h.seq + 1;
+    AuditRecord r;
     for (std::size_t i = 0; i < count; ++i) {
-      AuditRecord r;
       r.seq = h.seq + 1;
       r.time_ms = now;
       r.epoch = key.epoch;
       r.event = sanitize(held[i]);
-      r.prev_mac = h.mac;
-      r.mac = security::hmac_sha256(key.key.reveal(), audit_canonical(r));
-      lines.push_back(audit_to_json_line(r));
-      buf += lines.back();
+      r.prev_mac = std::move(h.mac);
+      canonical.clear();
+      security::append_audit_canonical(r, canonical);
+      r.mac = mac.mac(canonical);
+      security::append_audit_json_line(r, buf);
+      if (opt.hook) ends.push_back(buf.size());
       buf.push_back('\n');
       h.seq = r.seq;
       h.epoch = r.epoch;
@@ -380,18 +505,28 @@ struct AuditLog::Impl {
     held.erase(held.begin(), held.begin() + static_cast<std::ptrdiff_t>(count));
     log_seen += static_cast<off_t>(buf.size());
     head = h;
-    if (opt.fsync == AuditFsync::per_batch && ::fdatasync(log_fd) != 0) {
-      ++failures;
-      core::log(core::LogLevel::error, "audit",
-                opt.log_path.string() + ": fdatasync failed: " + std::strerror(errno));
+    unsynced = true;
+    if (opt.fsync == AuditFsync::always) {
+      if (::fdatasync(log_fd) != 0) {
+        ++failures;
+        core::log(core::LogLevel::error, "audit",
+                  opt.log_path.string() + ": fdatasync failed: " + std::strerror(errno));
+      } else {
+        durable = head;
+        unsynced = false;
+      }
+    } else if (opt.fsync == AuditFsync::group) {
+      wake.notify_one();
     }
     if (opt.hook) {
-      for (const auto& l : lines) {
+      std::size_t begin = 0;
+      for (std::size_t end : ends) {
         try {
-          opt.hook(l);
+          opt.hook(std::string_view(buf).substr(begin, end - begin));
         } catch (const std::exception& ex) {
           core::log(core::LogLevel::warn, "audit", std::string("hook failed: ") + ex.what());
         }
+        begin = end + 1;
       }
     }
   }
@@ -432,7 +567,9 @@ std::shared_ptr<AuditLog> AuditLog::open(AuditOptions options, Env& env) {
     m.sync();
   }
   if (m.cp_time == 0) m.cp_time = env.now_ms();
-  return std::shared_ptr<AuditLog>(new AuditLog(std::move(impl)));
+  std::shared_ptr<AuditLog> log(new AuditLog(std::move(impl)));
+  if (m.opt.fsync == AuditFsync::group) m.syncer = std::thread([&m] { m.syncer_loop(); });
+  return log;
 }
 
 AuditLog::~AuditLog() {
@@ -478,26 +615,35 @@ void AuditLog::tick() {
 }
 
 void AuditLog::close() {
-  std::lock_guard lock(impl_->mu);
-  if (impl_->closed) return;
-  impl_->try_flush();
+  Impl& m = *impl_;
+  {
+    std::lock_guard lock(m.mu);
+    if (m.closed) return;
+    m.closed = true;  // append() refuses from here on
+    m.try_flush();
+  }
+  m.stop();  // the syncer may hold a checkpoint to finish
+  std::lock_guard lock(m.mu);
   try {
-    FileLock fl(impl_->log_fd, impl_->opt.log_path);
-    impl_->sync();
-    if (impl_->head.seq > impl_->cp_seq) impl_->write_checkpoint(impl_->env.now_ms());
+    FileLock fl(m.log_fd, m.opt.log_path);
+    m.sync();
+    if (m.head.seq > m.cp_seq) {
+      m.write_checkpoint(m.env.now_ms());
+    } else {
+      m.make_log_durable();
+    }
   } catch (const std::exception& ex) {
-    ++impl_->failures;
+    ++m.failures;
     core::log(core::LogLevel::error, "audit", std::string("final checkpoint failed: ") + ex.what());
   }
-  if (!impl_->held.empty()) {
-    impl_->dropped += impl_->held.size();
+  if (!m.held.empty()) {
+    m.dropped += m.held.size();
     core::log(core::LogLevel::error, "audit",
-              "closing with " + std::to_string(impl_->held.size()) + " unwritten audit events");
+              "closing with " + std::to_string(m.held.size()) + " unwritten audit events");
   }
-  impl_->closed = true;
-  ::close(impl_->log_fd);
-  ::close(impl_->cp_fd);
-  impl_->log_fd = impl_->cp_fd = -1;
+  ::close(m.log_fd);
+  ::close(m.cp_fd);
+  m.log_fd = m.cp_fd = -1;
 }
 
 AuditHead AuditLog::head() const {

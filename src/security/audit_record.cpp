@@ -8,6 +8,7 @@
 // byte of the file can change unnoticed.
 #include <asyncmq/audit.hpp>
 
+#include "security/audit_crypto.hpp"
 #include "security/crypto.hpp"
 
 #include <boost/json.hpp>
@@ -57,13 +58,38 @@ void put_num(std::string& out, T v) {
   out.append(buf, p);
 }
 
+void put_hex(std::string& out, std::string_view bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  const std::size_t at = out.size();
+  out.resize(at + 2 * bytes.size());
+  char* p = out.data() + at;
+  for (unsigned char c : bytes) {
+    *p++ = kHex[c >> 4];
+    *p++ = kHex[c & 15];
+  }
+}
+
+constexpr std::string_view kRecordDomain = "asyncmq-audit-record-v1";
+
 }  // namespace
 
 std::string audit_canonical(const AuditRecord& r) {
-  std::string out = "asyncmq-audit-record-v1";
-  out.reserve(out.size() + 24 + 7 * 4 + r.event.actor.size() + r.event.action.size() +
-              r.event.job.size() + r.event.queue.size() + r.event.subject.size() +
-              r.event.detail.size() + r.prev_mac.size());
+  std::string out;
+  security::append_audit_canonical(r, out);
+  return out;
+}
+
+std::string audit_to_json_line(const AuditRecord& r) {
+  std::string out;
+  security::append_audit_json_line(r, out);
+  return out;
+}
+
+void security::append_audit_canonical(const AuditRecord& r, std::string& out) {
+  out.reserve(out.size() + kRecordDomain.size() + 24 + 7 * 4 + r.event.actor.size() +
+              r.event.action.size() + r.event.job.size() + r.event.queue.size() +
+              r.event.subject.size() + r.event.detail.size() + r.prev_mac.size());
+  out.append(kRecordDomain);
   put_u64(out, r.seq);
   put_u64(out, static_cast<std::uint64_t>(r.time_ms));
   put_u64(out, r.epoch);
@@ -74,12 +100,12 @@ std::string audit_canonical(const AuditRecord& r) {
   put_lp(out, r.event.subject);
   put_lp(out, r.event.detail);
   put_lp(out, r.prev_mac);
-  return out;
 }
 
-std::string audit_to_json_line(const AuditRecord& r) {
-  std::string out;
-  out.reserve(256);
+void security::append_audit_json_line(const AuditRecord& r, std::string& out) {
+  out.reserve(out.size() + 200 + r.event.actor.size() + r.event.action.size() +
+              r.event.job.size() + r.event.queue.size() + r.event.subject.size() +
+              r.event.detail.size() + 2 * (r.prev_mac.size() + r.mac.size()));
   out += "{\"seq\":";
   put_num(out, r.seq);
   out += ",\"time\":";
@@ -99,11 +125,10 @@ std::string audit_to_json_line(const AuditRecord& r) {
   out += ",\"detail\":";
   put_json_string(out, r.event.detail);
   out += ",\"prev\":\"";
-  out += security::to_hex(r.prev_mac);
+  put_hex(out, r.prev_mac);
   out += "\",\"mac\":\"";
-  out += security::to_hex(r.mac);
+  put_hex(out, r.mac);
   out += "\"}";
-  return out;
 }
 
 std::optional<AuditRecord> audit_from_json_line(std::string_view line) {
