@@ -295,7 +295,11 @@ void Table::print(std::ostream& out) const {
   for (const auto& r : rows_) line(r);
 }
 
-std::string ellipsize(std::string_view s, std::size_t max) {
+std::string ellipsize(std::string_view text, std::size_t max) {
+  // Redact before cutting: the output filter redacts whole lines, and a card
+  // number or token cut in two no longer matches its pattern there.
+  std::string redacted = redact_text(text);
+  std::string_view s = redacted;
   if (s.size() <= max) return std::string(s);
   if (max <= 3) return std::string(s.substr(0, max));
   return std::string(s.substr(0, max - 3)) + "...";

@@ -175,7 +175,8 @@ class Table {
   std::vector<std::vector<std::string>> rows_;
 };
 
-// Shortens `s` to at most `max` characters, marking the cut with "...".
+// Shortens `s` to at most `max` characters, marking the cut with "...",
+// after redacting it (redact_text), so the cut never splits a secret.
 std::string ellipsize(std::string_view s, std::size_t max);
 
 }  // namespace asyncmq::cli

@@ -1,8 +1,6 @@
-// Key rotation under load (issue 5, acceptance): N jobs are sealed under k1
-// on SQLite (20,000 by default, so that the test stays well inside CTest's
-// five minutes under ASan on a busy machine; the acceptance figure of
-// 100,000 is run with ASYNCMQ_ROTATION_JOBS=100000, which took 8m44s under
-// ASan on a loaded two-core machine);
+// Key rotation under load (issue 5, acceptance): 100,000 jobs (the
+// acceptance figure; ASYNCMQ_ROTATION_JOBS=N runs another count) are sealed
+// under k1 on SQLite;
 // k2 is made primary; a worker process starts working through them while
 // `asyncmq keys reseal` re-seals the store under k2. Afterwards every stored
 // job opens with k2 alone, every job ran exactly once (the handler appends
@@ -38,7 +36,7 @@ using boost::json::object;
 
 std::int64_t job_count() {
   const char* v = std::getenv("ASYNCMQ_ROTATION_JOBS");
-  return v && *v ? std::atoll(v) : 20'000;
+  return v && *v ? std::atoll(v) : 100'000;
 }
 
 // The worker child: runs `rec` until `n` jobs of queue q are completed.
