@@ -49,8 +49,7 @@ for w in "${which[@]}"; do
       echo "== audit chain, sqlite:// (a fresh chain per run)"
       keys=$work/audit-keys
       mkdir -p "$keys"
-      "$cli" audit keygen --dir "$keys" >/dev/null 2>&1 ||
-        "$cli" --audit-dir "$keys" audit keygen >/dev/null
+      "$cli" --audit-dir "$keys" audit keygen --verify-key "$work/audit-verify.key" >/dev/null
       # Each audited run starts a fresh log, so its size is the same every round.
       bash "$here/compare.sh" --rounds "$rounds" \
         "off=$cli --backend sqlite://$db $bench" \
