@@ -1757,7 +1757,7 @@ bool do_set_progress(Db& db, const LeaseRef& lease, const std::string& progress,
   if (!queue) return false;
   Stmt s(db, "UPDATE jobs SET progress = ?1 WHERE id = ?2");
   s.bind_blob(1, progress).bind_id(2, lease.id).run();
-  ev.add(EventType::progress, *queue, lease.id, now_ms, progress);
+  ev.add(EventType::progress, *queue, lease.id, now_ms);  // no detail: see EventType
   return true;
 }
 
@@ -2100,15 +2100,17 @@ std::vector<bool> do_rewrite_sealed(Db& db, const std::vector<SealedRewrite>& re
   for (std::size_t i = 0; i < rewrites.size(); ++i) {
     const SealedRewrite& w = rewrites[i];
     Stmt s(db,
-           "UPDATE jobs SET payload = ?1, result = ?2, error = ?3 WHERE id = ?4 AND "
-           "payload = ?5 AND result = ?6 AND error = ?7");
+           "UPDATE jobs SET payload = ?1, result = ?2, error = ?3, progress = ?8 WHERE id = ?4 "
+           "AND payload = ?5 AND result = ?6 AND error = ?7 AND progress = ?9");
     s.bind_blob(1, w.payload)
         .bind_blob(2, w.result)
         .bind_blob(3, w.error)
         .bind_id(4, w.id)
         .bind_blob(5, w.expected_payload)
         .bind_blob(6, w.expected_result)
-        .bind_blob(7, w.expected_error);
+        .bind_blob(7, w.expected_error)
+        .bind_blob(8, w.progress)
+        .bind_blob(9, w.expected_progress);
     s.run();
     ok[i] = sqlite3_changes(db.handle()) > 0;
   }
