@@ -23,7 +23,8 @@
 //
 // Events: every transition a backend makes is also recorded in its event
 // log, in the same transaction, so another process can follow them
-// (read_events). The log keeps at least the last kEventRetention events.
+// (read_events); promotions of due delayed and failed jobs (by claim or
+// promote_due) too. The log keeps at least the last kEventRetention events.
 //
 // Fencing: `claim` gives each active job a new lease token. `heartbeat` and
 // `finish` name the token, and a backend applies them only while the job is
@@ -67,7 +68,8 @@ inline constexpr std::int64_t kEventRetention = 100'000;
 // The price: a subscriber sees the job's latest value, not the one of the
 // moment of each event.
 enum class EventType : std::uint8_t {
-  waiting = 0,      // added (or promoted, retried by hand) and ready to run
+  waiting = 0,      // added, promoted (a delayed job came due, a failed one's
+                    // backoff passed) or retried by hand: ready to run
   delayed = 1,      // added with a delay
   active = 2,       // claimed by a worker
   progress = 3,     // the handler reported progress (no detail: read the job)
@@ -268,7 +270,8 @@ class Backend {
   virtual boost::asio::awaitable<std::vector<bool>> finish(std::vector<Outcome> outcomes) = 0;
 
   // Promotes delayed and failed jobs of every queue whose run_at_ms <= now_ms
-  // to waiting. Returns how many moved.
+  // to waiting, with a `waiting` event each (time now_ms), in one
+  // transaction. Returns how many moved.
   virtual boost::asio::awaitable<std::size_t> promote_due(std::int64_t now_ms) = 0;
 
   // Finds active jobs whose lease expired before now_ms (their worker died or

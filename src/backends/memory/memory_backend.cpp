@@ -870,6 +870,7 @@ class MemoryBackend final : public Backend {
       q.timed.erase(q.timed.begin());
       move_state(q, j, JobState::waiting);
       add_waiting(q, j);
+      emit(EventType::waiting, j, now_ms);
       ++n;
     }
     return n;
