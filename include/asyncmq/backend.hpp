@@ -23,7 +23,8 @@
 //
 // Events: every transition a backend makes is also recorded in its event
 // log, in the same transaction, so another process can follow them
-// (read_events). The log keeps at least the last kEventRetention events.
+// (read_events); promotions of due delayed and failed jobs (by claim or
+// promote_due) too. The log keeps at least the last kEventRetention events.
 //
 // Fencing: `claim` gives each active job a new lease token. `heartbeat` and
 // `finish` name the token, and a backend applies them only while the job is
@@ -57,11 +58,21 @@ inline constexpr char kSystemError = '\0';
 inline constexpr std::int64_t kEventRetention = 100'000;
 
 // What a transition was, for subscribers (see read_events).
+//
+// A `progress` event carries no detail: the value lives only in the job row
+// (Job::progress), as the codec made it (sealed when sealing is on), and a
+// subscriber that wants it reads the job and decodes it (Client::get). So the
+// event log never holds a copy of the value, in the clear or sealed: nothing
+// there for key rotation to re-seal or for erasure to chase, and a busy
+// handler's progress costs the log a few bytes per event, not up to 4 KiB.
+// The price: a subscriber sees the job's latest value, not the one of the
+// moment of each event.
 enum class EventType : std::uint8_t {
-  waiting = 0,      // added (or promoted, retried by hand) and ready to run
+  waiting = 0,      // added, promoted (a delayed job came due, a failed one's
+                    // backoff passed) or retried by hand: ready to run
   delayed = 1,      // added with a delay
   active = 2,       // claimed by a worker
-  progress = 3,     // the handler reported progress (detail: the JSON value)
+  progress = 3,     // the handler reported progress (no detail: read the job)
   completed = 4,
   failed = 5,       // an attempt failed; it will be retried (detail: attempt number)
   dead = 6,
@@ -203,6 +214,8 @@ struct SealedRewrite {
   JobId id;
   std::string expected_payload, expected_result, expected_error;  // as read
   std::string payload, result, error;                             // to store
+  std::string expected_progress;                                  // as read
+  std::string progress;                                           // to store
 };
 
 struct PurgeResult {
@@ -257,7 +270,8 @@ class Backend {
   virtual boost::asio::awaitable<std::vector<bool>> finish(std::vector<Outcome> outcomes) = 0;
 
   // Promotes delayed and failed jobs of every queue whose run_at_ms <= now_ms
-  // to waiting. Returns how many moved.
+  // to waiting, with a `waiting` event each (time now_ms), in one
+  // transaction. Returns how many moved.
   virtual boost::asio::awaitable<std::size_t> promote_due(std::int64_t now_ms) = 0;
 
   // Finds active jobs whose lease expired before now_ms (their worker died or
@@ -299,7 +313,9 @@ class Backend {
   // or Conflict for a job already completed, dead, expired or cancelled.
   virtual boost::asio::awaitable<JobState> cancel(const JobId& id, std::int64_t now_ms) = 0;
 
-  // Stores a running job's progress (JSON text). False if the lease was lost.
+  // Stores a running job's progress (encoded: Field::progress) and records a
+  // `progress` event without detail, in one transaction. False if the lease
+  // was lost.
   virtual boost::asio::awaitable<bool> set_progress(LeaseRef lease, std::string progress,
                                                     std::int64_t now_ms) = 0;
   // Appends encoded log lines to a running job. False if the lease was lost.
@@ -374,7 +390,7 @@ class Backend {
   // Data protection (issue 5) ------------------------------------------------
   // Used by key rotation (`asyncmq keys reseal|retire|list`) and erasure
   // (`asyncmq purge --subject`). Like everything else here they treat
-  // payload, result, error and subject as opaque bytes.
+  // payload, result, error, progress and subject as opaque bytes.
 
   // Every job of every queue, in any state, in id order, a page at a time
   // (pass `next` back as `after`). Not a snapshot: jobs added or removed
@@ -385,8 +401,10 @@ class Backend {
 
   // Compare-and-set of the sealed fields of jobs (re-sealing under a new
   // key while workers run). For each item: if the job exists and its stored
-  // payload, result and error are still exactly `expected_*`, they become
-  // `payload`, `result` and `error`; nothing else of the job changes (state,
+  // payload, result, error and progress are still exactly `expected_*`, they
+  // become `payload`, `result`, `error` and `progress` (a caller that leaves
+  // both progress fields empty changes nothing of a job without progress,
+  // and is refused for one with it); nothing else of the job changes (state,
   // lease and token included, so an active job's worker is not disturbed).
   // Returns, per item, whether it was applied (false: the job is gone or one
   // of its fields changed since it was read; read it again). One
@@ -397,11 +415,12 @@ class Backend {
   // Erasure: deletes every job whose stored subject (JobOptions::subject as
   // stored, i.e. the blind index) equals `subject`, in every queue and
   // state (active ones too: their workers' writes are then refused), with
-  // its payload, result, error and dead letter, in one transaction, and
-  // returns how many. Durable on return. A backend that keeps old bytes
-  // around overwrites them before returning where it can (SQLite:
-  // secure_delete for the deletion, then VACUUM and a WAL checkpoint with
-  // TRUNCATE: a pass over the whole store).
+  // its payload, result, error, progress, log lines and dead letter, in one
+  // transaction, and returns how many. Durable on return. A backend that
+  // keeps old bytes around overwrites them before returning where it can
+  // (SQLite: secure_delete for the deletion, then VACUUM and a WAL
+  // checkpoint with TRUNCATE: a pass over the whole store).
+  //
   // Throws InvalidArgument for an empty subject.
   virtual boost::asio::awaitable<PurgeResult> purge_subject(std::string subject) = 0;
 };

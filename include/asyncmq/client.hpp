@@ -38,7 +38,8 @@ struct ClientOptions {
   // Both or neither: with both, every backend call of this Client (and of
   // its Queues and Workers) is checked against `policy` for `principal`,
   // denials throw PermissionDenied, and reads of queues where the principal
-  // is not admin show payload, result and error as kRedacted. Neither: no
+  // is not admin show payload, result, error, progress and log lines as
+  // kRedacted. Neither: no
   // checks (the library trusts its caller).
   std::shared_ptr<const Principal> principal;
   std::shared_ptr<Policy> policy;
@@ -94,8 +95,8 @@ class Client {
   Env& env() const { return env_; }
   const ClientOptions& options() const { return options_; }
 
-  // Job-level operations by id, whatever the queue. Payload, result and error
-  // of returned jobs are decoded.
+  // Job-level operations by id, whatever the queue. Payload, result, error
+  // and progress of returned jobs are decoded (see decode).
   boost::asio::awaitable<std::optional<Job>> get(const JobId& id);
   boost::asio::awaitable<void> remove(const JobId& id);
   boost::asio::awaitable<void> retry(const JobId& id);
@@ -112,11 +113,18 @@ class Client {
   // duplicate or unknown ref, no root or several, or a cycle, naming it.
   boost::asio::awaitable<std::vector<JobId>> add_flow(std::vector<FlowNode> nodes);
 
-  // Decodes the stored fields of `job` in place. Throws IntegrityError.
+  // Decodes the stored fields of `job` in place. Throws IntegrityError for
+  // payload, result and error. Progress is decoded by decode_progress: one
+  // that fails to open does not throw.
   // Fields redacted by the policy (kRedacted, with a principal attached)
   // are left as they are.
   // Errors the backend wrote itself (kSystemError) are shown as they are.
   void decode(Job& job);
+  // Decodes only `job.progress` in place (for readers that show nothing
+  // else, such as `events tail`). If it fails to open, clears it, puts the
+  // IntegrityError's message (job and field, never the content) in
+  // `job.progress_error` and returns false; never throws IntegrityError.
+  bool decode_progress(Job& job);
 
  private:
   std::shared_ptr<Backend> backend_;

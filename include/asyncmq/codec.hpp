@@ -22,8 +22,10 @@
 namespace asyncmq {
 
 // Which field of a job a value belongs to. Bound into sealed data so that a
-// value copied into another job or field fails to open.
-enum class Field : std::uint8_t { payload = 1, result = 2, error = 3, log = 4 };
+// value copied into another job or field fails to open. `progress` is the
+// handler's progress value (Job::progress), sealed by the worker before
+// Backend::set_progress like a log line.
+enum class Field : std::uint8_t { payload = 1, result = 2, error = 3, log = 4, progress = 5 };
 
 struct CodecContext {
   std::string_view queue;

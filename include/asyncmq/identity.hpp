@@ -284,8 +284,8 @@ class PermissionDenied : public Error {
   explicit PermissionDenied(const std::string& what) : Error(errc::permission_denied, what) {}
 };
 
-// The replacement for payload, result and error in what a redacted reader
-// sees.
+// The replacement for payload, result, error, progress and log lines in what
+// a redacted reader sees.
 inline constexpr std::string_view kRedacted = "\"[redacted]\"";
 
 struct PolicyOptions {

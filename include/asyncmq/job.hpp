@@ -169,9 +169,9 @@ struct Lease {
   std::int64_t expires_ms = 0;
 };
 
-// A job as stored. Between the Queue and the Backend `payload`, `result` and
-// `error` are opaque bytes (the codec's output); the Queue's read calls and a
-// handler's TaskContext see them decoded (JSON text).
+// A job as stored. Between the Queue and the Backend `payload`, `result`,
+// `error` and `progress` are opaque bytes (the codec's output); the Queue's
+// read calls and a handler's TaskContext see them decoded (JSON text).
 struct Job {
   JobId id;
   std::string queue;
@@ -194,10 +194,17 @@ struct Job {
   ChildFailure on_failure = ChildFailure::fail_parent;
   std::int32_t children = 0;          // children it was created with
   std::int32_t pending_children = 0;  // of those, not yet done
-  // Progress reported by the handler: JSON text (a number 0-100, or any
-  // value), stored in the clear; empty if none.
+  // Progress reported by the handler (a number 0-100, or any JSON value);
+  // empty if none. Like `payload`, opaque bytes between the Queue and the
+  // Backend (the codec's output, Field::progress: sealed when sealing is on)
+  // and JSON text once decoded.
   std::string progress;
   bool cancel_requested = false;      // cancel asked while active
+  // Set only by Client::decode, never stored: why the stored progress failed
+  // to open (the IntegrityError's message, naming the job and field, never
+  // the content); `progress` is then empty. Progress is informational, so a
+  // reader shows this instead of failing the whole job.
+  std::string progress_error;
 };
 
 }  // namespace asyncmq

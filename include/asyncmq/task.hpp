@@ -64,8 +64,11 @@ class TaskContext {
   void request_cancel() { cancelled_.store(true, std::memory_order_relaxed); }
 
   // Reports progress: a number 0-100, or any JSON value (at most 4 KiB of
-  // text). Stored with the job and published as a `progress` event; the
+  // text). Stored with the job (sealed like a log line, Field::progress) and
+  // announced by a `progress` event that does not carry the value; the
   // latest value wins. Throws InvalidArgument for a number outside 0-100.
+  // A value that cannot be sealed (no primary key, a purged subject) is
+  // logged and dropped, never stored in the clear.
   void progress(const boost::json::value& value);
   // Appends a line to the job's log (sealed like the payload; stored before
   // the job's outcome is recorded). Lines over 8 KiB are cut.

@@ -231,6 +231,10 @@ boost::json::object job_to_json(const Job& job) {
   o["finished_ms"] = job.finished_ms;
   o["progress"] = embed_json(job.progress);
   redactor->redact_json(o["progress"]);
+  // Why the stored progress failed to open (then "progress" is null); null
+  // when it opened or there is none.
+  o["progress_error"] = job.progress_error.empty() ? boost::json::value(nullptr)
+                                                   : boost::json::value(job.progress_error);
   o["parent"] = job.parent.is_nil() ? boost::json::value(nullptr) : boost::json::value(job.parent.str());
   if (!job.parent.is_nil()) {
     o["on_failure"] = job.on_failure == ChildFailure::ignore ? "ignore"

@@ -2,6 +2,13 @@
 // any process (Backend::read_events), one line per event (`--json`: one
 // JSON object per line).
 //
+// A `progress` event carries no value (see EventType in backend.hpp: the
+// value is sealed in the job row only). For each one, tail reads the job and
+// shows its progress as it is when the line is printed, decoded with this
+// process's keys and redacted: "now: VALUE" (--json: "progress" and
+// "progress_error"). A value that fails to open is shown as an integrity
+// error for that field; a job removed meanwhile shows nothing.
+//
 // It polls: the event log is a table, not a push channel, so the poll
 // interval bounds the delay. Time goes through Env (sleep_for), like every
 // wait in asyncmq.
@@ -11,16 +18,42 @@
 
 #include "cli/cli_common.hpp"
 #include "cli/cli_features.hpp"
+#include "security/redaction.hpp"
 
 #include <CLI/CLI.hpp>
 
 #include <boost/json.hpp>
 
 #include <iostream>
+#include <map>
 #include <memory>
 
 namespace asyncmq::cli {
 namespace {
+
+// A job's current progress, as tail shows it.
+struct ProgressNow {
+  bool found = false;           // the job still exists
+  boost::json::value value;     // decoded and redacted; null if none
+  std::string error;            // why it failed to open
+};
+
+ProgressNow progress_now(Client& client, const JobId& id) {
+  ProgressNow p;
+  auto job = sync_wait(client.backend().get(id));
+  if (!job) return p;
+  p.found = true;
+  if (!client.decode_progress(*job)) {
+    p.error = redact_text(job->progress_error);
+    return p;
+  }
+  if (job->progress.empty()) return p;
+  boost::system::error_code ec;
+  p.value = boost::json::parse(job->progress, ec);
+  if (ec) p.value = job->progress;
+  security::current_redactor()->redact_json(p.value);
+  return p;
+}
 
 struct TailArgs {
   std::string queue;
@@ -48,23 +81,42 @@ int do_tail(const Context& ctx, const TailArgs& a) {
   for (;;) {
     EventPage page = sync_wait(backend.read_events(after, 1000));
     if (page.last_seq >= 0) after = page.last_seq;
+    std::map<JobId, ProgressNow> progress;  // one read per job and page
     for (const auto& e : page.events) {
       if (!a.queue.empty() && e.queue != a.queue) continue;
-      // A progress event's detail is the handler's JSON value, unsealed:
-      // redacted here, whole, before --json escapes it or the text form
-      // cuts it (the line-wise redaction of all output comes on top).
+      // Details are redacted here, whole, before --json escapes them or the
+      // text form cuts them (the line-wise redaction of all output comes on
+      // top).
       const std::string detail = redact_text(e.detail);
+      const ProgressNow* now = nullptr;
+      if (e.type == EventType::progress && !e.job.is_nil()) {
+        auto it = progress.find(e.job);
+        if (it == progress.end()) it = progress.emplace(e.job, progress_now(*client, e.job)).first;
+        now = &it->second;
+      }
       if (ctx.json) {
-        print_json({{"seq", e.seq},
-                    {"time_ms", e.time_ms},
-                    {"type", std::string(to_string(e.type))},
-                    {"queue", e.queue},
-                    {"job", e.job.is_nil() ? boost::json::value(nullptr) : boost::json::value(e.job.str())},
-                    {"detail", detail}});
+        boost::json::object o{{"seq", e.seq},
+                              {"time_ms", e.time_ms},
+                              {"type", std::string(to_string(e.type))},
+                              {"queue", e.queue},
+                              {"job", e.job.is_nil() ? boost::json::value(nullptr)
+                                                     : boost::json::value(e.job.str())},
+                              {"detail", detail}};
+        if (now) {
+          o["progress"] = now->value;
+          o["progress_error"] =
+              now->error.empty() ? boost::json::value(nullptr) : boost::json::value(now->error);
+        }
+        print_json(o);
       } else {
         std::cout << format_time_ms(e.time_ms) << "  " << to_string(e.type) << "  " << e.queue
                   << "  " << (e.job.is_nil() ? std::string("-") : e.job.str());
         if (!detail.empty()) std::cout << "  " << ellipsize(detail, 200);
+        if (now && !now->error.empty()) {
+          std::cout << "  now: integrity error: " << now->error;
+        } else if (now && !now->value.is_null()) {
+          std::cout << "  now: " << ellipsize(boost::json::serialize(now->value), 200);
+        }
         std::cout << std::endl;
       }
       if (a.count > 0 && ++printed >= a.count) return kExitOk;

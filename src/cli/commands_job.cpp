@@ -115,6 +115,7 @@ int do_show(const Context& ctx, const std::string& id_text) {
                         " pending)");
   }
   if (!j.progress.empty()) row("progress", j.progress);
+  if (!j.progress_error.empty()) row("progress", "integrity error: " + j.progress_error);
   if (j.cancel_requested) row("cancel", "requested; the handler was asked to stop");
   row("created", format_time_ms(j.created_ms));
   row("run at", format_time_ms(j.run_at_ms));

@@ -98,6 +98,21 @@ void Client::decode(Job& job) {
     else
       job.error = codec_->decode(codec_context(job, Field::error), job.error);
   }
+  decode_progress(job);
+}
+
+bool Client::decode_progress(Job& job) {
+  job.progress_error.clear();
+  if (job.progress.empty()) return true;  // none reported
+  if (options_.principal != nullptr && job.progress == kRedacted) return true;
+  try {
+    job.progress = codec_->decode(codec_context(job, Field::progress), job.progress);
+    return true;
+  } catch (const IntegrityError& e) {
+    job.progress.clear();
+    job.progress_error = e.what();
+    return false;
+  }
 }
 
 boost::asio::awaitable<JobState> Client::cancel(const JobId& id) {

@@ -131,13 +131,26 @@ class TimedOut : public std::runtime_error {
 }  // namespace
 
 struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
-  // Collects what a handler reports. Progress goes straight to the backend
-  // (posted to the worker's executor); log lines wait for the attempt to end
-  // and are stored before its outcome.
+  // Collects what a handler reports. Progress is encoded (sealed) on the
+  // handler's thread, bound to the job like a log line, and goes straight to
+  // the backend (posted to the worker's executor); log lines wait for the
+  // attempt to end and are stored before its outcome.
   struct Reporter final : TaskReporter {
-    Reporter(Impl* impl, LeaseRef lease) : impl(impl), lease(lease) {}
+    // `job` is the Running entry's job: it outlives the handler's attempt.
+    Reporter(Impl* impl, const Job& job, LeaseRef lease) : impl(impl), job(job), lease(lease) {}
     void progress(std::string json) override {
       std::shared_ptr<Impl> self = impl->shared_from_this();
+      try {
+        json = self->client->codec().encode(codec_context(job, Field::progress), json);
+      } catch (const std::exception& e) {
+        // No primary key any more, or the subject's data key was destroyed
+        // by a purge: the value is dropped, never stored in the clear, and
+        // the handler goes on (progress is informational).
+        core::log(core::LogLevel::warn, "worker",
+                  "job " + job.id.str() + ": progress could not be sealed and is not stored: " +
+                      e.what());
+        return;
+      }
       boost::asio::any_io_executor ex;
       {
         std::lock_guard lock(self->executor_mu);
@@ -157,6 +170,7 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
       return std::exchange(lines, {});
     }
     Impl* impl;
+    const Job& job;
     LeaseRef lease;
     std::mutex mu;
     std::vector<LogLine> lines;
@@ -263,7 +277,7 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
       if (ec) throw IntegrityError("job " + job.id.str() + ": stored payload is not valid JSON");
       std::vector<ChildResult> kids;
       if (job.children > 0) kids = co_await load_children(job);
-      r.reporter = std::make_unique<Reporter>(this, LeaseRef{job.id, token});
+      r.reporter = std::make_unique<Reporter>(this, r.job, LeaseRef{job.id, token});
       r.ctx = std::make_unique<TaskContext>(r.job, std::move(payload), env(), r.reporter.get(),
                                             std::move(kids));
       if (r.cancel_requested) r.ctx->request_cancel();

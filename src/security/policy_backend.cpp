@@ -17,6 +17,8 @@ void redact(Job& job) {
   job.payload = std::string(kRedacted);
   if (!job.result.empty()) job.result = std::string(kRedacted);
   if (!job.error.empty()) job.error = std::string(kRedacted);
+  // Progress may hold anything a handler put there, like a log line.
+  if (!job.progress.empty()) job.progress = std::string(kRedacted);
 }
 
 namespace {

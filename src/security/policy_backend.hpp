@@ -8,8 +8,9 @@
 //   claim                   claim
 //   heartbeat               heartbeat
 //   finish                  complete (completed) / fail (retry, dead)
-//   get, list, counts       read; payload, result and error replaced by
-//                           kRedacted unless the principal is admin there
+//   get, list, counts       read; payload, result, error and progress
+//                           replaced by kRedacted unless the principal is
+//                           admin there
 //   queues                  read; queues the principal may not read are left out
 //   is_paused               read or claim
 //   remove / retry          remove / retry (the job's queue is looked up first)
@@ -38,8 +39,8 @@ std::shared_ptr<Backend> make_policy_backend(std::shared_ptr<Backend> inner,
                                              std::shared_ptr<const Principal> who,
                                              std::shared_ptr<Policy> policy);
 
-// Replaces payload, result and error of `job` by kRedacted (empty ones stay
-// empty, so a reader still sees whether there is one).
+// Replaces payload, result, error and progress of `job` by kRedacted (empty
+// ones stay empty, so a reader still sees whether there is one).
 void redact(Job& job);
 
 }  // namespace asyncmq::security

@@ -13,8 +13,13 @@ namespace {
 // Plain functions, not coroutines: GCC 12 miscompiles braced lists and
 // temporaries inside coroutine bodies, so the per-job work lives here.
 
-std::array<std::pair<const std::string*, Field>, 3> sealed_fields(const Job& job) {
-  return {{{&job.payload, Field::payload}, {&job.result, Field::result}, {&job.error, Field::error}}};
+// The sealed fields of a job row, in SealedRewrite's order. (Log lines live
+// apart from the row and are not walked here.)
+std::array<std::pair<const std::string*, Field>, 4> sealed_fields(const Job& job) {
+  return {{{&job.payload, Field::payload},
+           {&job.result, Field::result},
+           {&job.error, Field::error},
+           {&job.progress, Field::progress}}};
 }
 
 // The rewrite that moves `job` under the primary, or nullopt if it needs
@@ -33,7 +38,8 @@ std::optional<SealedRewrite> plan_job(SealingCodec& codec, const Job& job, Resea
   w.expected_payload = job.payload;
   w.expected_result = job.result;
   w.expected_error = job.error;
-  std::array<std::string*, 3> out = {&w.payload, &w.result, &w.error};
+  w.expected_progress = job.progress;
+  std::array<std::string*, 4> out = {&w.payload, &w.result, &w.error, &w.progress};
   for (std::size_t i = 0; i < fields.size(); ++i) {
     const CodecContext ctx = codec_context(job, fields[i].second);
     const std::string& stored = *fields[i].first;

@@ -2,15 +2,18 @@
 // `asyncmq keys reseal|retire|list` and `asyncmq purge --subject`.
 //
 // Re-sealing while workers run. The walk reads jobs a page at a time in id
-// order (Backend::scan), opens each field that is sealed under a key other
-// than the primary, seals it again under the primary, and writes the page
-// back with Backend::rewrite_sealed: a compare-and-set on the exact bytes
-// it read. A job that a worker finished (or failed) meanwhile has different
-// bytes, so its write is refused and the job is read again in the next
-// pass; nothing a worker wrote is ever overwritten, no job changes state,
-// and none is lost or run twice. Passes repeat until one finds nothing left
-// to do (or max_passes): results sealed by a worker that still held the old
-// keys are caught by the next pass.
+// order (Backend::scan), opens each field of the job row (payload, result,
+// error, progress) that is sealed under a key other than the primary, seals
+// it again under the primary, and writes the page back with
+// Backend::rewrite_sealed: a compare-and-set on the exact bytes it read. A
+// job that a worker finished (or failed, or reported progress for)
+// meanwhile has different bytes, so its write is refused and the job is
+// read again in the next pass; nothing a worker wrote is ever overwritten,
+// no job changes state, and none is lost or run twice. Passes repeat until
+// one finds nothing left to do (or max_passes): results sealed by a worker
+// that still held the old keys are caught by the next pass. (A handler that
+// reports progress faster than a pass takes can keep its job refused until
+// max_passes; the report then says incomplete and a later run finishes.)
 // Resumable: a crash loses nothing; running it again skips every job that
 // is already under the primary, so it simply resumes.
 //

@@ -82,6 +82,7 @@ std::string_view field_name(Field f) noexcept {
     case Field::result: return "result";
     case Field::error: return "error";
     case Field::log: return "log";
+    case Field::progress: return "progress";
   }
   return "unknown field";
 }

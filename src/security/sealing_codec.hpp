@@ -1,5 +1,5 @@
 // The sealing codec: AES-256-GCM at the codec seam, so no backend ever holds
-// a payload, result or error message in the clear.
+// a payload, result, error message, log line or progress value in the clear.
 //
 // Envelope, version 1 (binary; every stored field is one envelope):
 //
@@ -14,7 +14,8 @@
 // Associated data (authenticated, not stored):
 //
 //   "asyncmq.seal.v1" (15 bytes, domain separation)
-//   field           1 byte (Field::payload = 1, result = 2, error = 3)
+//   field           1 byte (Field::payload = 1, result = 2, error = 3, log = 4,
+//                   progress = 5)
 //   queue length    4 bytes, big-endian
 //   queue           the queue name
 //   job id          16 bytes

@@ -218,7 +218,7 @@ TEST_P(Features, ProgressAndLogsNeedTheLease) {
   auto ev = events_of(id);
   ASSERT_FALSE(ev.empty());
   EXPECT_EQ(ev.back().type, EventType::progress);
-  EXPECT_EQ(ev.back().detail, "42");
+  EXPECT_EQ(ev.back().detail, "");  // the value is in the job only (see EventType)
   LeaseRef stale{id, lease.token + 1};
   EXPECT_FALSE(sync_wait(backend().set_progress(stale, "50", env().now_ms())));
   EXPECT_FALSE(sync_wait(backend().append_logs(stale, lines)));
@@ -670,25 +670,72 @@ TEST_P(Features, EventLogFollowsEachTransitionInOrder) {
   finish({again});
   jobs = claim("q", 1);
   finish({completed(jobs[0], "1")});
+  // The retry's promotion (failed -> waiting, by the claim) is an event too.
   EXPECT_EQ(types_of(id), (std::vector<EventType>{EventType::waiting, EventType::active,
-                                                  EventType::failed, EventType::active,
-                                                  EventType::completed}));
+                                                  EventType::failed, EventType::waiting,
+                                                  EventType::active, EventType::completed}));
   auto all = sync_wait(backend().read_events(0, 100)).events;
-  ASSERT_EQ(all.size(), 5u);
+  ASSERT_EQ(all.size(), 6u);
   for (std::size_t i = 1; i < all.size(); ++i) EXPECT_LT(all[i - 1].seq, all[i].seq);
   EXPECT_EQ(all[2].detail, "1");  // the failed attempt's number
   auto after = sync_wait(backend().read_events(all[2].seq, 100)).events;
-  ASSERT_EQ(after.size(), 2u);
+  ASSERT_EQ(after.size(), 3u);
   EXPECT_EQ(after[0].seq, all[3].seq);
   auto newest_page = sync_wait(backend().read_events(-1, 2));
   EXPECT_EQ(newest_page.last_seq, all.back().seq);
   auto newest = newest_page.events;
   ASSERT_EQ(newest.size(), 2u);
-  EXPECT_EQ(newest[1].seq, all[4].seq);
-  EXPECT_EQ(newest[0].seq, all[3].seq);
-  EXPECT_TRUE(sync_wait(backend().read_events(all[4].seq, 100)).events.empty());
-  EXPECT_EQ(sync_wait(backend().read_events(all[4].seq, 100)).last_seq, -1);
+  EXPECT_EQ(newest[1].seq, all[5].seq);
+  EXPECT_EQ(newest[0].seq, all[4].seq);
+  EXPECT_TRUE(sync_wait(backend().read_events(all[5].seq, 100)).events.empty());
+  EXPECT_EQ(sync_wait(backend().read_events(all[5].seq, 100)).last_seq, -1);
   EXPECT_THROW(sync_wait(backend().read_events(0, 0)), InvalidArgument);
+}
+
+TEST_P(Features, PromotionOfADueJobRecordsAWaitingEvent) {
+  JobOptions soon;
+  soon.delay_ms = 5'000;
+  JobOptions later;
+  later.delay_ms = 10'000;
+  JobId a = add("q", "t", object{}, soon);
+  JobId b = add("q", "t", object{}, soon);
+  JobId c = add("q", "t", object{}, later);
+  env().advance(4'999);
+  EXPECT_EQ(sync_wait(backend().promote_due(env().now_ms())), 0u);
+  EXPECT_EQ(types_of(a), std::vector<EventType>{EventType::delayed});
+
+  env().advance(1);
+  const std::int64_t due_at = env().now_ms();
+  EXPECT_EQ(sync_wait(backend().promote_due(due_at)), 2u);
+  for (const JobId& id : {a, b}) {
+    EXPECT_EQ(types_of(id), (std::vector<EventType>{EventType::delayed, EventType::waiting}));
+    const Event e = events_of(id).back();
+    EXPECT_EQ(e.time_ms, due_at);
+    EXPECT_EQ(e.queue, "q");
+    EXPECT_EQ(e.detail, "");
+  }
+  EXPECT_EQ(types_of(c), std::vector<EventType>{EventType::delayed});
+  EXPECT_EQ(sync_wait(backend().promote_due(due_at)), 0u);  // once only
+  EXPECT_EQ(types_of(a).size(), 2u);
+
+  // A claim promotes its queue first, in its own transaction: the event
+  // comes before the claim's.
+  env().advance(5'000);
+  auto jobs = claim("q", 10);
+  ASSERT_EQ(jobs.size(), 3u);
+  EXPECT_EQ(types_of(c), (std::vector<EventType>{EventType::delayed, EventType::waiting,
+                                                 EventType::active}));
+  EXPECT_EQ(events_of(c)[1].time_ms, env().now_ms());
+
+  // A failed job whose backoff passed is promoted the same way.
+  Outcome again = outcome(jobs[0], Outcome::Kind::retry);
+  again.run_at_ms = env().now_ms() + 1'000;
+  finish({again});
+  env().advance(1'000);
+  EXPECT_EQ(sync_wait(backend().promote_due(env().now_ms())), 1u);
+  EXPECT_EQ(types_of(jobs[0].id).back(), EventType::waiting);
+  EXPECT_EQ(events_of(jobs[0].id).back().time_ms, env().now_ms());
+  EXPECT_EQ(count_of(counts("q"), JobState::waiting), 1u);
 }
 
 TEST_P(Features, StateAndEventNamesRoundTrip) {

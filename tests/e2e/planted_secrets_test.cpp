@@ -67,7 +67,8 @@ class PlantedSecrets : public ::testing::Test {
 
   // What a user's handler does, written here in-process with the same keys
   // as the CLI (no worker program needed): a job on queue "handler",
-  // claimed, with one log line (sealed, Field::log) and one progress value.
+  // claimed, with one log line (sealed, Field::log) and one progress value
+  // (sealed, Field::progress, as the worker does).
   std::string run_handler(const std::string& log_line, const std::string& progress) {
     ClientOptions o;
     o.codec = make_sealing_codec(Keyring::load_file(keys()),
@@ -88,7 +89,9 @@ class PlantedSecrets : public ::testing::Test {
     lines[0].time_ms = claim.now_ms;
     lines[0].text = client->codec().encode(codec_context(jobs[0], Field::log), log_line);
     EXPECT_TRUE(sync_wait(backend.append_logs(lease, std::move(lines))));
-    EXPECT_TRUE(sync_wait(backend.set_progress(lease, progress, claim.now_ms)));
+    std::string sealed_progress =
+        client->codec().encode(codec_context(jobs[0], Field::progress), progress);
+    EXPECT_TRUE(sync_wait(backend.set_progress(lease, sealed_progress, claim.now_ms)));
     return id.str();
   }
   std::string log() const { return dir_.file("asyncmq.log"); }
@@ -196,10 +199,11 @@ TEST_F(PlantedSecrets, NoneAppearsInAnyOutputLogOrStore) {
   cli({"queue", "stats"});
 
   // 5b. A handler's log line and progress: shown, redacted, by job logs,
-  //     job show and events tail (progress events carry the value).
+  //     job show and events tail (a progress event carries no value; tail
+  //     shows the job's current one).
   const std::string log_secret = "Log-Pw-PLANTED-2b7e90";
-  // Not PLANTED-like: progress is stored as plain JSON, not sealed, and
-  // the store scan below looks for windows of the field password.
+  // Not PLANTED-like, so that the store scan for windows of the field
+  // password cannot match it; step 7 scans for it on its own.
   const std::string progress_token = "ProgTok.c41f3a9e77";
   const std::string handler = run_handler(
       "calling the bank with {\"user\": \"bob\", \"password\": \"" + log_secret +
@@ -226,17 +230,27 @@ TEST_F(PlantedSecrets, NoneAppearsInAnyOutputLogOrStore) {
   ProcessResult events = cli({"events", "tail", "handler", "--from-start", "--count", "3", "--json"});
   ASSERT_EQ(events.exit_code, 0) << events.err;
   std::istringstream event_lines(events.out);
-  std::string event_line, progress_detail;
+  std::string event_line;
+  boost::json::value progress_now;
+  int progress_events = 0;
   while (std::getline(event_lines, event_line)) {
     boost::json::value e = boost::json::parse(event_line, ec);
     ASSERT_FALSE(ec) << "redacted JSON output must stay JSON: " << event_line;
-    if (e.at("type") == "progress") progress_detail = e.at("detail").as_string();
+    if (e.at("type") != "progress") continue;
+    ++progress_events;
+    EXPECT_EQ(e.at("detail"), "") << "a progress event carries no value: " << event_line;
+    EXPECT_TRUE(e.at("progress_error").is_null()) << event_line;
+    progress_now = e.at("progress");
   }
-  EXPECT_NE(progress_detail.find("\"step\":\"auth\""), std::string::npos) << events.out;
-  EXPECT_NE(progress_detail.find("****"), std::string::npos) << events.out;
+  EXPECT_EQ(progress_events, 1) << events.out;
+  ASSERT_TRUE(progress_now.is_object()) << events.out;
+  EXPECT_EQ(progress_now.at("step"), "auth") << events.out;
+  EXPECT_EQ(progress_now.at("token"), "****") << events.out;
   ProcessResult events_text = cli({"events", "tail", "handler", "--from-start", "--count", "3"});
   EXPECT_EQ(events_text.exit_code, 0) << events_text.err;
   EXPECT_NE(events_text.out.find("progress"), std::string::npos) << events_text.out;
+  EXPECT_NE(events_text.out.find("now: {\"step\":\"auth\""), std::string::npos)
+      << events_text.out;
 
   // 6. Nothing planted anywhere.
   std::string logged = slurp(log());
@@ -268,6 +282,10 @@ TEST_F(PlantedSecrets, NoneAppearsInAnyOutputLogOrStore) {
   EXPECT_EQ(stored.find(key_b64_), std::string::npos);
   EXPECT_EQ(stored.find(key_bytes_), std::string::npos);
   EXPECT_TRUE(windows_in(stored, "login failed", 12).empty()) << "the error is stored unsealed";
+  auto progress_leaks = windows_in(stored, progress_token, 8);
+  EXPECT_TRUE(progress_leaks.empty()) << "progress token window in the store: "
+                                      << progress_leaks.front();
+  EXPECT_TRUE(windows_in(stored, log_secret, 8).empty()) << "the log line is stored unsealed";
 }
 
 }  // namespace

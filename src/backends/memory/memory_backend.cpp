@@ -336,7 +336,7 @@ class MemoryBackend final : public Backend {
     Job* j = active_job_locked(lease);
     if (!j) co_return false;
     j->progress = std::move(progress);
-    emit(EventType::progress, *j, now_ms, j->progress);
+    emit(EventType::progress, *j, now_ms);  // no detail: see EventType
     co_return true;
   }
 
@@ -580,11 +580,12 @@ class MemoryBackend final : public Backend {
       if (it == jobs_.end()) continue;
       Job& j = it->second;
       if (j.payload != w.expected_payload || j.result != w.expected_result ||
-          j.error != w.expected_error)
+          j.error != w.expected_error || j.progress != w.expected_progress)
         continue;
       j.payload = std::move(w.payload);
       j.result = std::move(w.result);
       j.error = std::move(w.error);
+      j.progress = std::move(w.progress);
       ok[i] = true;
     }
     co_return ok;
@@ -869,6 +870,7 @@ class MemoryBackend final : public Backend {
       q.timed.erase(q.timed.begin());
       move_state(q, j, JobState::waiting);
       add_waiting(q, j);
+      emit(EventType::waiting, j, now_ms);
       ++n;
     }
     return n;

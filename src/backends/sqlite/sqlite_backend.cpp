@@ -985,23 +985,31 @@ std::vector<JobId> do_enqueue(Db& db, const std::vector<Job>& jobs, EventLog& ev
   return ids;
 }
 
-std::size_t promote_queue(Db& db, const std::string& queue, std::int64_t now_ms) {
-  // Count first (an index range read, usually empty), then move.
+// Moves the queue's delayed and failed jobs that are due to waiting, each
+// with a `waiting` event. Still one UPDATE per queue, not per job: the ids
+// for the events come from the read that counts the due jobs (an index range
+// read of jobs_timed, usually empty, which already visited each due row for
+// its state), and the events of one promotion share an event row (EventLog
+// groups detail-less events of one type, queue and time).
+std::size_t promote_queue(Db& db, const std::string& queue, std::int64_t now_ms, EventLog& ev) {
   std::int64_t due[2] = {0, 0};
+  std::vector<JobId> ids;
   {
-    Stmt s(db,
-           "SELECT state, count(*) FROM jobs WHERE queue = ?1 AND state IN (1, 4) AND "
-           "run_at_ms <= ?2 GROUP BY state");
+    Stmt s(db, "SELECT state, id FROM jobs WHERE queue = ?1 AND state IN (1, 4) AND run_at_ms <= ?2");
     s.bind_text(1, queue).bind(2, now_ms);
-    while (s.step()) due[s.i64(0) == 1 ? 0 : 1] += s.i64(1);
+    while (s.step()) {
+      ++due[s.i64(0) == 1 ? 0 : 1];
+      ids.push_back(s.id(1));
+    }
   }
-  if (due[0] + due[1] == 0) return 0;
+  if (ids.empty()) return 0;
   Stmt s(db,
          "UPDATE jobs SET state = 0 WHERE queue = ?1 AND state IN (1, 4) AND run_at_ms <= ?2");
   s.bind_text(1, queue).bind(2, now_ms).run();
   db.count(queue, JobState::delayed, -due[0]);
   db.count(queue, JobState::failed, -due[1]);
   db.count(queue, JobState::waiting, due[0] + due[1]);
+  for (const JobId& id : ids) ev.add(EventType::waiting, queue, id, now_ms);
   return static_cast<std::size_t>(sqlite3_changes(db.handle()));
 }
 
@@ -1307,7 +1315,7 @@ std::vector<Job> claim_per_group(Db& db, const ClaimRequest& r, const RateLimit&
 
 std::vector<Job> do_claim(Db& db, const ClaimRequest& r, EventLog& ev) {
   std::vector<Job> out;
-  promote_queue(db, r.queue, r.now_ms);
+  promote_queue(db, r.queue, r.now_ms, ev);
   if (r.max == 0 || paused(db, r.queue)) return out;
   std::int64_t limit = static_cast<std::int64_t>(std::min<std::size_t>(r.max, 1u << 30));
   RateLimit rl = read_limit(db, r.queue);
@@ -1486,14 +1494,14 @@ void child_ended(Db& db, const JobId& child, const JobId& parent, ChildFailure o
   }
 }
 
-std::size_t do_promote_due(Db& db, std::int64_t now_ms) {
+std::size_t do_promote_due(Db& db, std::int64_t now_ms, EventLog& ev) {
   std::vector<std::string> names;
   {
     Stmt s(db, "SELECT name FROM queues");
     while (s.step()) names.push_back(s.str(0));
   }
   std::size_t n = 0;
-  for (const auto& q : names) n += promote_queue(db, q, now_ms);
+  for (const auto& q : names) n += promote_queue(db, q, now_ms, ev);
   return n;
 }
 
@@ -1757,7 +1765,7 @@ bool do_set_progress(Db& db, const LeaseRef& lease, const std::string& progress,
   if (!queue) return false;
   Stmt s(db, "UPDATE jobs SET progress = ?1 WHERE id = ?2");
   s.bind_blob(1, progress).bind_id(2, lease.id).run();
-  ev.add(EventType::progress, *queue, lease.id, now_ms, progress);
+  ev.add(EventType::progress, *queue, lease.id, now_ms);  // no detail: see EventType
   return true;
 }
 
@@ -2100,15 +2108,17 @@ std::vector<bool> do_rewrite_sealed(Db& db, const std::vector<SealedRewrite>& re
   for (std::size_t i = 0; i < rewrites.size(); ++i) {
     const SealedRewrite& w = rewrites[i];
     Stmt s(db,
-           "UPDATE jobs SET payload = ?1, result = ?2, error = ?3 WHERE id = ?4 AND "
-           "payload = ?5 AND result = ?6 AND error = ?7");
+           "UPDATE jobs SET payload = ?1, result = ?2, error = ?3, progress = ?8 WHERE id = ?4 "
+           "AND payload = ?5 AND result = ?6 AND error = ?7 AND progress = ?9");
     s.bind_blob(1, w.payload)
         .bind_blob(2, w.result)
         .bind_blob(3, w.error)
         .bind_id(4, w.id)
         .bind_blob(5, w.expected_payload)
         .bind_blob(6, w.expected_result)
-        .bind_blob(7, w.expected_error);
+        .bind_blob(7, w.expected_error)
+        .bind_blob(8, w.progress)
+        .bind_blob(9, w.expected_progress);
     s.run();
     ok[i] = sqlite3_changes(db.handle()) > 0;
   }
@@ -2225,8 +2235,12 @@ class SqliteBackend final : public Backend {
   }
 
   awaitable<std::size_t> promote_due(std::int64_t now_ms) override {
-    return run_on<std::size_t>(*writer_,
-                               [now_ms](Db& db) { return do_promote_due(db, now_ms); });
+    return run_on<std::size_t>(*writer_, [now_ms](Db& db) {
+      EventLog ev;
+      std::size_t n = do_promote_due(db, now_ms, ev);
+      ev.write(db);
+      return n;
+    });
   }
 
   awaitable<ReclaimResult> reclaim_expired(std::int64_t now_ms, int max_stalls) override {

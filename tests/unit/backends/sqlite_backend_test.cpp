@@ -277,6 +277,37 @@ TEST_F(SqliteBackendTest, CountsFollowEveryTransitionAndIgnoreRolledBackOps) {
   EXPECT_EQ(counts(*b), (StateCounts{1, 0, 0, 0, 0, 1}));
 }
 
+// Promotion records a `waiting` event per job, and the events of one
+// promotion share one row of the events table (as enqueue's do).
+TEST_F(SqliteBackendTest, PromotedJobsShareOneEventRow) {
+  auto b = open();
+  std::vector<Job> jobs;
+  for (int i = 0; i < 3; ++i) {
+    Job j = make_job();
+    j.run_at_ms = j.created_ms + 1000;
+    j.state = JobState::delayed;
+    jobs.push_back(j);
+  }
+  sync_wait(b->enqueue(jobs));
+  env_.advance(1000);
+  EXPECT_EQ(sync_wait(b->promote_due(env_.now_ms())), 3u);
+  int waiting = 0;
+  for (const Event& e : sync_wait(b->read_events(0, 100)).events)
+    if (e.type == EventType::waiting) ++waiting;
+  EXPECT_EQ(waiting, 3);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*), sum(length(jobs)) FROM events WHERE type = 0",
+                               -1, &st, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(st, 0), 1);   // one row...
+  EXPECT_EQ(sqlite3_column_int(st, 1), 48);  // ...holding the three ids
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
 TEST_F(SqliteBackendTest, MissingDirectoryIsNotFound) {
   std::string path = dir_.file("no/such/dir/store.db");
   try {
