@@ -23,18 +23,29 @@
 // Every field is length-prefixed, so no two different records share an
 // encoding. The first record's prev_mac is empty.
 //
+// A record relayed from a backend's audit outbox (append_outbox) also names
+// its source, "<store id>:<outbox row seq>:<index in the row>", and is
+// MACed as
+//   "asyncmq-audit-record-v2" || ...the same fields... || lp(detail)
+//                             || lp(source) || lp(prev_mac)
+// (the other domain string keeps the two layouts apart); its JSON line has
+// "src" after "detail". The chain thereby remembers which outbox rows it
+// holds, and that memory is as tamper-evident as the rest.
+//
 // What a record never holds: a payload, a result, an error text, a subject
 // in the clear, a credential. The subject field holds the subject only when
 // it is a blind index (64 lowercase hex characters, what the sealing codec
 // stores); any other stored subject is written as "unindexed". Details are
 // fixed words and numbers (attempt counts, times), never caller text.
 //
-// Actions: added, claimed, completed, retried (an attempt failed and the job
-// will run again; also a manual retry, detail "manual"), dead, stalled (a
-// lease expired and the job went back to waiting), removed, paused, resumed,
-// and, written by other parts of asyncmq through AuditLog::append: failed,
-// expired, cancelled, purged, cleaned, key and apikey changes,
-// policy-reload, denied.
+// Actions of job and queue transitions (the table in
+// src/security/audit_backend.hpp): added, deduplicated, claimed, completed,
+// retried (an attempt failed and the job will run again; also a manual
+// retry, detail "manual"), dead, stalled (a lease expired and the job went
+// back to waiting), removed, paused, resumed, expired, cancelled, cleaned,
+// drained, obliterated, rate-limited, repeatable-set/-removed/-paused/
+// -resumed; and, written by other parts of asyncmq through
+// AuditLog::append: purged, key and apikey changes, policy-reload, denied.
 //
 // Forward security (Schneier-Kelsey, as systemd's Forward Secure Sealing).
 // The verifier holds a random 32-byte seed, the verification key. The
@@ -82,10 +93,18 @@
 //
 // Durability: when append() returns, its records are in the log file
 // (one write(2)): a crash of the process loses none of them. When they are
-// on disk is AuditOptions::fsync's choice (below). Appending records is not
-// atomic with the job transition they describe (those are committed by the
-// Backend first): a crash between the Backend's commit and the append loses
-// the records of that batch, and nothing in the chain shows it.
+// on disk is AuditOptions::fsync's choice (below).
+//
+// Job transitions are not appended after the fact: the auditing Backend
+// (src/security/audit_backend.hpp) has the backend write their entries into
+// its outbox in the transition's own transaction, and relays them here with
+// append_outbox, which appends each exactly once. So a crash at any point
+// (before the commit, between the commit and the append, between the
+// append and the outbox trim, inside the append) neither loses a committed
+// transition's record nor writes one twice: what was committed and not yet
+// relayed is relayed by the next relay of any process sharing the store.
+// Only administrative acts with no backend transaction (key changes,
+// policy reloads, denials, purges) are appended directly.
 //
 // A checkpoint only ever names a record that is already on disk (under
 // `never`, that the OS was given): the log is fdatasync'd before a
@@ -133,12 +152,22 @@ struct AuditEvent {
   std::string detail;   // fixed words and numbers; never caller data
 };
 
+// One transaction's audit entries in a backend's outbox (see "Audit
+// outbox" in backend.hpp and AuditLog::append_outbox).
+struct AuditOutboxRow {
+  std::int64_t seq = 0;  // increasing in commit order, never reused by the store
+  std::vector<AuditEvent> events;  // in the order the transaction made them
+};
+
 // One record as stored.
 struct AuditRecord {
   std::uint64_t seq = 0;
   std::int64_t time_ms = 0;
   std::uint64_t epoch = 0;
   AuditEvent event;
+  // "<store id>:<outbox seq>:<index>" for a record relayed from a backend's
+  // outbox (AuditLog::append_outbox), else empty.
+  std::string source;
   std::string prev_mac;  // raw bytes (32), empty for the first record
   std::string mac;       // raw bytes (32)
 };
@@ -238,6 +267,25 @@ class AuditLog {
   // already committed.
   void append(std::span<const AuditEvent> events);
   void append(const AuditEvent& event) { append(std::span<const AuditEvent>(&event, 1)); }
+
+  // Relays the rows of a backend's audit outbox (Backend::read_audit_outbox)
+  // into the chain, exactly once however many processes relay the same
+  // store into this log and whatever crashed before: under the log's flock,
+  // it finds the last record it relayed from `store` (each relayed record
+  // carries its source "<store>:<row seq>:<index>", covered by its MAC) and
+  // appends, in order, only the events after it; events already in the
+  // chain are skipped. `rows` must be every committed row after some seq
+  // (what read_audit_outbox returns), in seq order.
+  // Returns the seq through which every row of `store` is wholly in the
+  // chain (what the caller may trim), also when nothing was appended.
+  // Never throws for an I/O failure: the failure is logged and counted and
+  // the rows not written stay for the next relay (they are not held in
+  // memory like append()'s). Throws Error(errc::closed) after close(),
+  // InvalidArgument for an empty store id or one holding ':'.
+  // Cost: a store new to this log makes each process's first relay read the
+  // log backwards to its start; after that it reads nothing but what other
+  // processes appended since its last batch.
+  std::int64_t append_outbox(std::string_view store, std::span<const AuditOutboxRow> rows);
 
   // Writes a signed checkpoint of the current head now (if there is a record
   // not yet checkpointed).

@@ -26,6 +26,15 @@
 // (read_events); promotions of due delayed and failed jobs (by claim or
 // promote_due) too. The log keeps at least the last kEventRetention events.
 //
+// Audit outbox: once enable_audit_outbox() was called on a backend object,
+// every transition made through it that the audit trail records (the table
+// at the top of src/security/audit_backend.hpp) also writes its audit
+// entries into the store's outbox, in the SAME transaction as the
+// transition: committed together or not at all. The auditing decorator
+// (src/security) relays them into the chain (see AuditLog::append_outbox);
+// a crash between the commit and the relay leaves them in the outbox for
+// the next relay of any process sharing the store.
+//
 // Fencing: `claim` gives each active job a new lease token. `heartbeat` and
 // `finish` name the token, and a backend applies them only while the job is
 // still active under that token. A worker that lost its lease (it stalled,
@@ -38,6 +47,7 @@
 // Lifetime: shared (std::shared_ptr); the Env given at open must outlive it.
 #pragma once
 
+#include <asyncmq/audit.hpp>
 #include <asyncmq/job.hpp>
 
 #include <boost/asio/awaitable.hpp>
@@ -423,6 +433,32 @@ class Backend {
   //
   // Throws InvalidArgument for an empty subject.
   virtual boost::asio::awaitable<PurgeResult> purge_subject(std::string subject) = 0;
+
+  // Audit outbox (issue 6) ----------------------------------------------------
+  // Called by the auditing decorator only; a program does not need them.
+
+  // From now on, writes through this object also write audit entries into
+  // the outbox in their transaction. `actor` names who acts in calls that
+  // carry no worker id (enqueue, remove, retry, pause, cancel, reclaims, ...)
+  // unless the auditing decorator names its own for the call
+  // (src/core/audit_actor.hpp: several Clients may share one backend);
+  // claims name "worker:<worker_id>" and finishes "worker:<lease owner>".
+  // Calling it again changes nothing. Thread safety: safe; writes already
+  // running may or may not see it.
+  virtual void enable_audit_outbox(std::string actor) = 0;
+  // Outbox rows with seq > after_seq, oldest first, at most `limit`
+  // (1..10000): committed rows of every process sharing the store.
+  virtual boost::asio::awaitable<std::vector<AuditOutboxRow>> read_audit_outbox(
+      std::int64_t after_seq, std::size_t limit) = 0;
+  // Says that every row with seq <= through_seq is in the chain, so it may
+  // be deleted. A hint: it does not wait (SQLite deletes them in a later
+  // write transaction, memory at once); rows left over are relayed at most
+  // once anyway, because the chain remembers what it relayed.
+  virtual void trim_audit_outbox(std::int64_t through_seq) = 0;
+  // The store's identity, the same for every process that opens it: random,
+  // made when the store is created (SQLite: kept in the file; memory: per
+  // object). The chain names the outbox rows it relayed by it.
+  virtual std::string store_id() const = 0;
 };
 
 // Opens a backend by URI:

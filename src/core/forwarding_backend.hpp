@@ -136,6 +136,18 @@ class ForwardingBackend : public Backend {
   boost::asio::awaitable<PurgeResult> purge_subject(std::string subject) override {
     return inner_->purge_subject(std::move(subject));
   }
+  // Audit outbox (issue 6)
+  void enable_audit_outbox(std::string actor) override {
+    inner_->enable_audit_outbox(std::move(actor));
+  }
+  boost::asio::awaitable<std::vector<AuditOutboxRow>> read_audit_outbox(std::int64_t after_seq,
+                                                                       std::size_t limit) override {
+    return inner_->read_audit_outbox(after_seq, limit);
+  }
+  void trim_audit_outbox(std::int64_t through_seq) override {
+    inner_->trim_audit_outbox(through_seq);
+  }
+  std::string store_id() const override { return inner_->store_id(); }
 
  protected:
   Backend& inner() const { return *inner_; }

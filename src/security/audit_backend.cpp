@@ -2,294 +2,234 @@
 // initialiser lists, requests built as named variables before co_await.
 #include "security/audit_backend.hpp"
 
-#include "core/forwarding_backend.hpp"
+#include <asyncmq/sync.hpp>
 
-#include <algorithm>
+#include "core/audit_actor.hpp"
+#include "core/forwarding_backend.hpp"
+#include "core/log.hpp"
+
+#include <signal.h>
+
+#include <atomic>
+#include <cstdlib>
 #include <mutex>
 #include <vector>
-#include <unordered_map>
 
 namespace asyncmq::security {
 namespace {
 
 using boost::asio::awaitable;
 
-struct Claimed {
-  std::string queue;
-  std::string subject;
-  std::string actor;
-};
+// The N of ASYNCMQ_FAULT_KILL_BEFORE_AUDIT_RELAY (see the header), or 0.
+std::uint64_t kill_before_relay_at() {
+  const char* v = std::getenv("ASYNCMQ_FAULT_KILL_BEFORE_AUDIT_RELAY");
+  if (!v || !*v) return 0;
+  return std::strtoull(v, nullptr, 10);
+}
 
 class AuditingBackend final : public core::ForwardingBackend {
  public:
   AuditingBackend(std::shared_ptr<Backend> inner, std::shared_ptr<AuditLog> log, std::string actor)
-      : ForwardingBackend(std::move(inner)), log_(std::move(log)), actor_(std::move(actor)) {}
+      : ForwardingBackend(std::move(inner)),
+        log_(std::move(log)),
+        actor_(std::move(actor)),
+        kill_at_(kill_before_relay_at()) {
+    ForwardingBackend::inner().enable_audit_outbox(actor_);
+    store_ = ForwardingBackend::inner().store_id();
+  }
+
+  // Relays what an earlier process left in the outbox (it crashed between a
+  // commit and its relay). Separate from the constructor: it co_awaits.
+  awaitable<void> recover() { co_await relay_rounds(); }
 
   awaitable<std::vector<JobId>> enqueue(std::vector<Job> jobs) override {
-    struct Added {
-      JobId id;
-      std::string queue, subject;
-      bool delayed;
-    };
-    std::vector<Added> added;
-    added.reserve(jobs.size());
-    for (const Job& j : jobs)
-      added.push_back(Added{j.id, j.queue, j.options.subject, j.state == JobState::delayed});
+    core::AuditActorScope as(actor_);
     std::vector<JobId> ids = co_await inner().enqueue(std::move(jobs));
-    std::vector<AuditEvent> events;
-    events.reserve(added.size());
-    for (std::size_t i = 0; i < added.size(); ++i) {
-      // A deduplicated add stored nothing: audited as such, naming the job that stands.
-      bool dedup = i < ids.size() && ids[i] != added[i].id;
-      events.emplace_back(dedup ? "deduplicated" : "added", actor_,
-                          dedup ? ids[i].str() : added[i].id.str(), added[i].queue,
-                          added[i].subject, added[i].delayed ? "delayed" : "");
-    }
-    log_->append(events);
+    co_await relay();
     co_return ids;
   }
 
   awaitable<std::vector<Job>> claim(const ClaimRequest& request) override {
+    core::AuditActorScope as(actor_);
     std::vector<Job> jobs = co_await inner().claim(request);
-    if (jobs.empty()) co_return jobs;
-    std::string actor = "worker:" + request.worker_id;
-    std::vector<AuditEvent> events;
-    events.reserve(jobs.size());
-    {
-      std::lock_guard lock(mu_);
-      for (const Job& j : jobs) {
-        events.emplace_back("claimed", actor, j.id.str(), j.queue, j.options.subject,
-                            "attempt=" + std::to_string(j.attempts_made));
-        Claimed c;
-        c.queue = j.queue;
-        c.subject = j.options.subject;
-        c.actor = actor;
-        claimed_[j.id] = std::move(c);
-      }
-    }
-    log_->append(events);
+    if (!jobs.empty()) co_await relay();
     co_return jobs;
   }
 
   awaitable<std::vector<bool>> finish(std::vector<Outcome> outcomes) override {
-    struct Brief {
-      JobId id;
-      Outcome::Kind kind;
-      std::int64_t run_at_ms;
-    };
-    std::vector<Brief> brief;
-    brief.reserve(outcomes.size());
-    for (const Outcome& o : outcomes) {
-      Brief b;
-      b.id = o.id;
-      b.kind = o.kind;
-      b.run_at_ms = o.run_at_ms;
-      brief.push_back(b);
-    }
+    core::AuditActorScope as(actor_);
     std::vector<bool> applied = co_await inner().finish(std::move(outcomes));
-    std::vector<AuditEvent> events;
-    events.reserve(brief.size());
-    {
-      std::lock_guard lock(mu_);
-      for (std::size_t i = 0; i < brief.size(); ++i) {
-        auto it = claimed_.find(brief[i].id);
-        Claimed c;
-        if (it != claimed_.end()) {
-          c = std::move(it->second);
-          claimed_.erase(it);
-        } else {
-          c.actor = actor_;
-        }
-        if (i >= applied.size() || !applied[i]) continue;
-        const char* action = brief[i].kind == Outcome::Kind::completed   ? "completed"
-                             : brief[i].kind == Outcome::Kind::retry     ? "retried"
-                             : brief[i].kind == Outcome::Kind::cancelled ? "cancelled"
-                                                                         : "dead";
-        std::string detail =
-            brief[i].kind == Outcome::Kind::retry ? "run_at=" + std::to_string(brief[i].run_at_ms) : "";
-        events.emplace_back(action, std::move(c.actor), brief[i].id.str(), std::move(c.queue),
-                            std::move(c.subject), std::move(detail));
-      }
-    }
-    log_->append(events);
+    co_await relay();
     co_return applied;
   }
 
   awaitable<ReclaimResult> reclaim_expired(std::int64_t now_ms, int max_stalls) override {
+    core::AuditActorScope as(actor_);
     ReclaimResult r = co_await inner().reclaim_expired(now_ms, max_stalls);
-    if (r.requeued.empty() && r.dead.empty()) co_return r;
-    std::vector<AuditEvent> events;
-    for (int pass = 0; pass < 2; ++pass) {
-      const std::vector<JobId>& ids = pass == 0 ? r.requeued : r.dead;
-      for (const JobId& id : ids) {
-        AuditEvent e = co_await describe_job(id, true);
-        e.action = pass == 0 ? "stalled" : "dead";
-        e.detail = pass == 0 ? "lease expired" : "stalled";
-        events.push_back(std::move(e));
-      }
-    }
-    log_->append(events);
+    if (!r.requeued.empty() || !r.dead.empty()) co_await relay();
     co_return r;
   }
 
   awaitable<void> remove(const JobId& id) override {
-    AuditEvent e = co_await describe_job(id);
+    core::AuditActorScope as(actor_);
     co_await inner().remove(id);
-    e.action = "removed";
-    log_->append(e);
+    co_await relay();
   }
 
   awaitable<void> retry(const JobId& id, std::int64_t now_ms) override {
-    AuditEvent e = co_await describe_job(id);
+    core::AuditActorScope as(actor_);
     co_await inner().retry(id, now_ms);
-    e.action = "retried";
-    e.detail = "manual";
-    log_->append(e);
+    co_await relay();
   }
 
   awaitable<void> set_paused(std::string_view queue, bool paused) override {
     std::string q(queue);
+    core::AuditActorScope as(actor_);
     co_await inner().set_paused(q, paused);
-    AuditEvent e(paused ? "paused" : "resumed", actor_, "", q);
-    log_->append(e);
+    co_await relay();
   }
 
-  // ----- issue 4's transitions -----
-
   awaitable<std::vector<JobId>> expire_due(std::int64_t now_ms) override {
+    core::AuditActorScope as(actor_);
     std::vector<JobId> ids = co_await inner().expire_due(now_ms);
-    std::vector<AuditEvent> events;
-    for (const JobId& id : ids) {
-      AuditEvent e = co_await describe_job(id);
-      e.action = "expired";
-      e.detail = "ttl";
-      events.push_back(std::move(e));
-    }
-    if (!events.empty()) log_->append(events);
+    if (!ids.empty()) co_await relay();
     co_return ids;
   }
 
   awaitable<JobState> cancel(const JobId& id, std::int64_t now_ms) override {
-    AuditEvent e = co_await describe_job(id);
+    core::AuditActorScope as(actor_);
     JobState st = co_await inner().cancel(id, now_ms);
-    e.action = "cancelled";
-    e.detail = st == JobState::active ? "requested" : "";
-    log_->append(e);
+    co_await relay();
     co_return st;
   }
 
   awaitable<std::vector<JobId>> clean(std::string_view queue, JobState state,
                                       std::int64_t before_ms, std::size_t limit) override {
     std::string q(queue);
+    core::AuditActorScope as(actor_);
     std::vector<JobId> ids = co_await inner().clean(q, state, before_ms, limit);
-    std::vector<AuditEvent> events;
-    for (const JobId& id : ids)
-      events.emplace_back("cleaned", actor_, id.str(), q, "",
-                          "state=" + std::string(to_string(state)));
-    if (!events.empty()) log_->append(events);
+    if (!ids.empty()) co_await relay();
     co_return ids;
   }
 
   awaitable<std::size_t> drain(std::string_view queue) override {
     std::string q(queue);
+    core::AuditActorScope as(actor_);
     std::size_t n = co_await inner().drain(q);
-    AuditEvent e("drained", actor_, "", q, "", "removed=" + std::to_string(n));
-    log_->append(e);
+    co_await relay();
     co_return n;
   }
 
   awaitable<std::size_t> obliterate(std::string_view queue, bool force) override {
     std::string q(queue);
+    core::AuditActorScope as(actor_);
     std::size_t n = co_await inner().obliterate(q, force);
-    AuditEvent e("obliterated", actor_, "", q, "", "removed=" + std::to_string(n));
-    log_->append(e);
+    co_await relay();
     co_return n;
   }
 
   awaitable<void> set_rate_limit(std::string_view queue, RateLimit limit) override {
     std::string q(queue);
+    core::AuditActorScope as(actor_);
     co_await inner().set_rate_limit(q, limit);
-    AuditEvent e("rate-limited", actor_, "", q, "",
-                 "max=" + std::to_string(limit.max) + " interval_ms=" +
-                     std::to_string(limit.interval_ms) +
-                     " per_group=" + (limit.per_group ? "true" : "false"));
-    log_->append(e);
+    co_await relay();
   }
 
   awaitable<void> upsert_repeatable(Repeatable r) override {
-    std::string q = r.queue;
-    std::string detail = "name=" + r.name;
+    core::AuditActorScope as(actor_);
     co_await inner().upsert_repeatable(std::move(r));
-    AuditEvent e("repeatable-set", actor_, "", q, "", detail);
-    log_->append(e);
+    co_await relay();
   }
 
   awaitable<void> remove_repeatable(std::string_view queue, std::string_view name) override {
-    std::string q(queue);
-    std::string detail = "name=" + std::string(name);
-    co_await inner().remove_repeatable(q, name);
-    AuditEvent e("repeatable-removed", actor_, "", q, "", detail);
-    log_->append(e);
+    std::string q(queue), n(name);
+    core::AuditActorScope as(actor_);
+    co_await inner().remove_repeatable(q, n);
+    co_await relay();
   }
 
   awaitable<void> set_repeatable_paused(std::string_view queue, std::string_view name, bool paused,
                                         std::int64_t next_fire_ms) override {
-    std::string q(queue);
-    std::string detail = "name=" + std::string(name);
-    co_await inner().set_repeatable_paused(q, name, paused, next_fire_ms);
-    AuditEvent e(paused ? "repeatable-paused" : "repeatable-resumed", actor_, "", q, "", detail);
-    log_->append(e);
+    std::string q(queue), n(name);
+    core::AuditActorScope as(actor_);
+    co_await inner().set_repeatable_paused(q, n, paused, next_fire_ms);
+    co_await relay();
   }
 
   awaitable<bool> fire_repeatable(std::string_view queue, std::string_view name,
                                   std::int64_t expected_fire_ms, std::int64_t next_fire_ms,
                                   Job job) override {
-    std::string q(queue);
-    std::string id = job.id.str();
-    std::string subject = job.options.subject;
-    std::string detail = "repeatable=" + std::string(name);
-    bool fired = co_await inner().fire_repeatable(q, name, expected_fire_ms, next_fire_ms,
+    std::string q(queue), n(name);
+    core::AuditActorScope as(actor_);
+    bool fired = co_await inner().fire_repeatable(q, n, expected_fire_ms, next_fire_ms,
                                                   std::move(job));
-    if (fired) {
-      AuditEvent e("added", actor_, id, q, subject, detail);
-      log_->append(e);
-    }
+    if (fired) co_await relay();
     co_return fired;
   }
 
  private:
-  // The actor, queue and subject of a job: from a claim seen here (which is
-  // forgotten if `forget`: the job left that worker), else read from the
-  // store.
-  awaitable<AuditEvent> describe_job(const JobId& id, bool forget = false) {
-    AuditEvent e;
-    e.actor = actor_;
-    e.job = id.str();
-    bool known = false;
+  // Called after each audited call that committed a change.
+  awaitable<void> relay() {
+    // The fault-injection point: committed, nothing of it in the chain yet.
+    if (kill_at_ != 0 && relays_.fetch_add(1) + 1 == kill_at_) ::raise(SIGKILL);
+    co_await relay_rounds();
+  }
+
+  // Single-flight (see the header): the first caller relays until no call
+  // asked for another round; the others return at once.
+  awaitable<void> relay_rounds() {
     {
       std::lock_guard lock(mu_);
-      auto it = claimed_.find(id);
-      if (it != claimed_.end()) {
-        e.queue = it->second.queue;
-        e.subject = it->second.subject;
-        if (forget) claimed_.erase(it);
-        known = true;
+      if (relaying_) {
+        again_ = true;
+        co_return;
       }
+      relaying_ = true;
+      again_ = false;
     }
-    if (!known) {
-      std::optional<Job> job = co_await inner().get(id);
-      if (job) {
-        e.queue = job->queue;
-        e.subject = job->options.subject;
+    for (;;) {
+      try {
+        co_await relay_once();
+      } catch (const std::exception& ex) {
+        // The outbox read failed: the rows stay for the next relay.
+        core::log(core::LogLevel::error, "audit",
+                  std::string("reading the audit outbox failed: ") + ex.what());
       }
+      std::lock_guard lock(mu_);
+      if (!again_) {
+        relaying_ = false;
+        co_return;
+      }
+      again_ = false;
     }
-    co_return e;
+  }
+
+  // Every committed outbox row after the cursor, in pages, into the chain.
+  // Only the relaying coroutine touches cursor_.
+  awaitable<void> relay_once() {
+    constexpr std::size_t kPage = 1000;
+    for (;;) {
+      std::vector<AuditOutboxRow> rows = co_await inner().read_audit_outbox(cursor_, kPage);
+      if (rows.empty()) co_return;
+      std::int64_t through = log_->append_outbox(store_, rows);
+      if (through > cursor_) {
+        cursor_ = through;
+        inner().trim_audit_outbox(through);
+      }
+      // A failed append leaves the cursor short of the rows: stop, retry later.
+      if (rows.size() < kPage || through < rows.back().seq) co_return;
+    }
   }
 
   std::shared_ptr<AuditLog> log_;
-  std::string actor_;
+  const std::string actor_;  // named to the backend for each call (core/audit_actor.hpp)
+  std::string store_;
+  const std::uint64_t kill_at_;
+  std::atomic<std::uint64_t> relays_{0};
   std::mutex mu_;
-  std::unordered_map<JobId, Claimed> claimed_;  // GUARDED_BY(mu_)
+  bool relaying_ = false;  // GUARDED_BY(mu_)
+  bool again_ = false;     // GUARDED_BY(mu_)
+  std::int64_t cursor_ = 0;  // rows through it are in the chain (as far as this object knows)
 };
 
 }  // namespace
@@ -319,7 +259,15 @@ void audit_denials(const std::shared_ptr<Policy>& policy, const std::shared_ptr<
 
 std::shared_ptr<Backend> make_auditing_backend(std::shared_ptr<Backend> inner,
                                                std::shared_ptr<AuditLog> log, std::string actor) {
-  return std::make_shared<AuditingBackend>(std::move(inner), std::move(log), std::move(actor));
+  auto b = std::make_shared<AuditingBackend>(std::move(inner), std::move(log), std::move(actor));
+  try {
+    sync_wait(b->recover());
+  } catch (const std::exception& ex) {
+    // The backend works; its records wait in the outbox for the next relay.
+    core::log(core::LogLevel::error, "audit",
+              std::string("relaying the audit outbox on open failed: ") + ex.what());
+  }
+  return b;
 }
 
 }  // namespace asyncmq::security

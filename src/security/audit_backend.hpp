@@ -1,27 +1,86 @@
-// The auditing Backend decorator: after each successful call of the inner
-// backend, appends one batch of audit records for the transitions it made.
+// The auditing Backend decorator. Every transition below is recorded:
 //
-//   enqueue          added (one per job; detail "delayed" for a delayed job)
-//   claim            claimed (actor "worker:<worker id>", detail "attempt=N")
-//   finish           completed / retried (detail "run_at=<ms>") / dead, per
-//                    applied outcome; refused outcomes (lost leases) write
-//                    nothing, they changed nothing
-//   reclaim_expired  stalled (back to waiting) / dead (detail "stalled")
+//   enqueue          added (one per job; detail "delayed" for a delayed job),
+//                    deduplicated (naming the job that stands)
+//   claim            claimed (actor "worker:<worker id>", detail "attempt=N");
+//                    a job found past its TTL on the way: expired ("ttl")
+//   finish           completed / retried (detail "run_at=<ms>") / cancelled /
+//                    dead, per applied outcome, actor "worker:<lease owner>";
+//                    refused outcomes (lost leases) write nothing, they
+//                    changed nothing
+//   reclaim_expired  stalled (back to waiting, "lease expired") / dead
+//                    ("stalled")
 //   remove           removed;  retry: retried (detail "manual")
 //   set_paused       paused / resumed
-// Everything else forwards unaudited (reads, heartbeats, promotions).
+//   expire_due       expired ("ttl");  cancel: cancelled ("requested" while
+//                    active);  clean: cleaned ("state=<state>");  drain:
+//                    drained ("removed=N");  obliterate: obliterated
+//   set_rate_limit   rate-limited ("max=.. interval_ms=.. per_group=..")
+//   repeatables      repeatable-set / -removed / -paused / -resumed
+//                    ("name=.."), and a fired tick: added ("repeatable=..")
+// Everything else forwards unaudited (reads, heartbeats, promotions,
+// progress, logs). The actor of calls that carry no worker id is the one
+// given here.
 //
-// Finish outcomes carry only a job id: the queue, subject and worker are
-// taken from the claim this decorator saw (kept in a map until the job is
-// finished or reclaimed). remove, retry and reclaims of jobs claimed
-// elsewhere read the job first (one `get` each) to name its queue.
+// How the records reach the chain: the transactional outbox. The
+// decorator turns the inner backend's audit outbox on (Backend::
+// enable_audit_outbox), so the BACKEND writes each of those entries in the
+// same transaction as the transition it describes (backends/
+// audit_entries.hpp words them). After the call returns, the decorator
+// relays: it reads the outbox rows after its cursor, appends them with
+// AuditLog::append_outbox (which, under the log's flock, skips whatever the
+// chain already holds: each relayed record names its outbox row, and that
+// name is covered by its MAC), then tells the backend it may trim the rows
+// now in the chain. So, whatever is killed when:
+//   - before the commit: neither the transition nor its records exist;
+//   - between the commit and the chain append (the crash window of the old
+//     decorator, which appended after the commit and lost the batch): the
+//     rows wait in the outbox; the next relay of any process sharing the
+//     store, or this one's on its next open, appends them;
+//   - between the append and the trim: the rows are relayed again and
+//     skipped, so nothing is written twice;
+//   - inside the append (a short write): the cut partial line was never a
+//     record, and the complete ones name their rows, so the relay resumes
+//     after the last complete record.
+// Each relay reads every committed row after the chain's cursor, so it
+// also relays rows of other processes that committed before its own
+// (commit order is seq order: the store serialises writers), and the
+// cursor never passes a row that is not in the chain.
 //
-// A call that throws writes nothing (nothing was applied). The records are
-// appended after the inner call commits, so a crash in between loses them;
-// see include/asyncmq/audit.hpp.
+// Why an outbox, and what the alternatives would cost:
+//   - relaying the existing event log instead: events lack the actor, the
+//     subject blind index and the audit details, are compacted per type and
+//     queue, cover no queue or repeatable acts, and are kept for the event
+//     subscribers' needs (kEventRetention), not until relayed; making them
+//     carry all that would change the event stream every subscriber reads.
+//   - keeping the chain itself in a backend table, MACed inside the
+//     transaction: the writer's forward-secure key state, its evolution
+//     and the checkpoint signing would move into every backend (each
+//     transaction would have to read the head, MAC under a key another
+//     process may have just evolved, and sign checkpoints under the write
+//     lock), and the file sink would still need a relay like this one.
+//   The outbox costs one INSERT of one blob per write transaction of an
+//   audited backend (not per job), an outbox read per relay, and a DELETE
+//   that rides in a later group commit; the chain and its keys stay where
+//   they were.
+//
+// Relays are single-flight per decorator: a call that finds a relay running
+// marks it dirty and returns (its records are committed in the outbox
+// already); the running relay goes round again until nothing is left, so
+// under load one outbox read and one chain write cover many calls. A call
+// made alone returns with its records in the chain. Claims that return no
+// job and housekeeping calls that changed nothing do not relay; a claim's
+// TTL expirations then ride with the next relay.
+//
+// Fault injection: ASYNCMQ_FAULT_KILL_BEFORE_AUDIT_RELAY=N in the
+// environment kills the process (SIGKILL) at the N-th relay, after the
+// inner backend committed and before anything reaches the chain: the exact
+// crash point tests/fault/audit_crash_test.cpp needs.
 //
 // Thread safety: as safe as the inner backend. Lifetime: holds the inner
-// backend and the AuditLog (shared).
+// backend and the AuditLog (shared). Errors: a call's own errors, as the
+// inner backend throws them; relay failures are logged and counted by the
+// AuditLog, never thrown (the transition committed; its records wait).
 #pragma once
 
 #include <asyncmq/audit.hpp>
@@ -35,6 +94,9 @@ namespace asyncmq::security {
 
 // `actor` names who acts through this backend for calls that carry no
 // worker id (enqueue, remove, retry, pause, reclaim): a principal, "cli".
+// Turns on `inner`'s audit outbox (InvalidArgument if it is on for another
+// actor) and relays whatever an earlier process left in it, before
+// returning (a blocking outbox read).
 std::shared_ptr<Backend> make_auditing_backend(std::shared_ptr<Backend> inner,
                                                std::shared_ptr<AuditLog> log, std::string actor);
 

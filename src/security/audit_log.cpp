@@ -43,9 +43,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <condition_variable>
 #include <cstring>
-#include <deque>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -157,6 +158,31 @@ LastLine read_last_line(int fd, off_t size, const std::filesystem::path& path) {
   return out;
 }
 
+// A store's position in the chain: the outbox row and the index within it
+// of its last relayed event; seq 0 when none.
+struct OutboxCursor {
+  std::int64_t seq = 0;
+  std::int64_t index = -1;
+  bool operator<(const OutboxCursor& o) const {
+    return seq < o.seq || (seq == o.seq && index < o.index);
+  }
+};
+
+// "<store>:<seq>:<index>" (AuditRecord::source) split; nullopt if malformed.
+std::optional<std::pair<std::string_view, OutboxCursor>> parse_source(std::string_view s) {
+  auto b = s.rfind(':');
+  if (b == std::string_view::npos || b == 0) return std::nullopt;
+  auto a = s.rfind(':', b - 1);
+  if (a == std::string_view::npos || a == 0) return std::nullopt;
+  OutboxCursor c;
+  auto num = [](std::string_view t, std::int64_t& v) {
+    auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+    return ec == std::errc() && p == t.data() + t.size() && !t.empty() && v >= 0;
+  };
+  if (!num(s.substr(a + 1, b - a - 1), c.seq) || !num(s.substr(b + 1), c.index)) return std::nullopt;
+  return std::make_pair(s.substr(0, a), c);
+}
+
 struct FileId {
   dev_t dev = 0;
   ino_t ino = 0;
@@ -191,7 +217,11 @@ struct AuditLog::Impl {
   std::optional<FileId> key_file;
   std::string key_id;
   bool key_dirty = false;
-  std::deque<AuditEvent> held;
+  std::vector<AuditEvent> held;
+  // Per store that relays into this log (append_outbox), its last record
+  // here: valid for the log up to log_seen (sync keeps it so), cleared when
+  // that cannot be known (the log shrank, a failed write).
+  std::map<std::string, OutboxCursor, std::less<>> cursors;
   std::uint64_t failures = 0;
   std::uint64_t dropped = 0;
   bool closed = false;
@@ -284,6 +314,12 @@ struct AuditLog::Impl {
         head.seq = r->seq;
         head.epoch = r->epoch;
         head.mac = r->mac;
+      }
+      if (!cursors.empty()) {
+        if (log_seen >= 0 && last.good_size > log_seen)
+          scan_forward(log_seen, last.good_size);  // what other writers appended
+        else
+          cursors.clear();
       }
       log_seen = last.good_size;
     }
@@ -448,34 +484,57 @@ struct AuditLog::Impl {
     if (held.empty()) return;
     FileLock lock(log_fd, opt.log_path);
     sync();
-    std::int64_t now = env.now_ms();
-    while (!held.empty()) {
+    const std::uint64_t first = head.seq + 1;
+    try {
+      write_events(held.data(), nullptr, held.size(), env.now_ms());
+    } catch (...) {
+      // Some lines may be complete (write_records re-read the head): keep
+      // only the events not yet written.
+      std::size_t done = head.seq >= first
+                             ? std::min<std::size_t>(held.size(), head.seq - first + 1)
+                             : 0;
+      held.erase(held.begin(), held.begin() + static_cast<std::ptrdiff_t>(done));
+      throw;
+    }
+    held.clear();
+  }
+
+  // Writes `n` events (with their sources, if `sources`), one write per
+  // epoch they span, and the checkpoint if due (under always and never).
+  // REQUIRES: mu and the flock held, sync() done.
+  void write_events(const AuditEvent* events, const std::string* sources, std::size_t n,
+                    std::int64_t now) {
+    std::size_t done = 0;
+    while (done < n) {
       maybe_evolve(now);
       // As many as fit in this epoch.
       std::uint64_t used = head.seq + 1 - key.epoch_start_seq;
       std::size_t room = used >= opt.epoch_records
                              ? 1
                              : static_cast<std::size_t>(std::min<std::uint64_t>(
-                                   opt.epoch_records - used, held.size()));
-      write_records(room, now);
+                                   opt.epoch_records - used, n - done));
+      write_records(events + done, sources ? sources + done : nullptr, room, now);
+      done += room;
     }
     if (opt.fsync != AuditFsync::group) maybe_checkpoint(now);
   }
 
-  // Writes the first `count` held events under the current key.
-  void write_records(std::size_t count, std::int64_t now) {
+  // Writes `count` events under the current key. On a failed write, re-reads
+  // the head (some lines may be complete) and rethrows.
+  void write_records(const AuditEvent* events, const std::string* sources, std::size_t count,
+                     std::int64_t now) {
     std::string buf;
     std::string canonical;
     std::vector<std::size_t> ends;  // of each line in buf, for the hook
     if (opt.hook) ends.reserve(count);
     AuditHead h = head;
-    const std::uint64_t first = h.seq + 1;
     AuditRecord r;
     for (std::size_t i = 0; i < count; ++i) {
       r.seq = h.seq + 1;
       r.time_ms = now;
       r.epoch = key.epoch;
-      r.event = sanitize(held[i]);
+      r.event = sanitize(events[i]);
+      if (sources) r.source = clean(sources[i]);
       r.prev_mac = std::move(h.mac);
       canonical.clear();
       security::append_audit_canonical(r, canonical);
@@ -490,19 +549,13 @@ struct AuditLog::Impl {
     try {
       write_all(log_fd, buf, opt.log_path);
     } catch (...) {
-      // Some lines may be complete: keep only the events not yet written.
       log_seen = -1;
       try {
         sync();
-        if (head.seq >= first) {
-          std::size_t done = std::min<std::size_t>(count, head.seq - first + 1);
-          held.erase(held.begin(), held.begin() + static_cast<std::ptrdiff_t>(done));
-        }
       } catch (...) {
       }
       throw;
     }
-    held.erase(held.begin(), held.begin() + static_cast<std::ptrdiff_t>(count));
     log_seen += static_cast<off_t>(buf.size());
     head = h;
     unsynced = true;
@@ -529,6 +582,73 @@ struct AuditLog::Impl {
         begin = end + 1;
       }
     }
+  }
+
+  // ---- relaying outboxes (append_outbox) ----
+
+  // Notes the record's source in `cursors`, if it names a store tracked there.
+  void note_source(std::string_view source) {
+    auto src = parse_source(source);
+    if (!src) return;
+    auto it = cursors.find(src->first);
+    if (it != cursors.end() && it->second < src->second) it->second = src->second;
+  }
+
+  // Reads the log's bytes [from, to) (complete lines) and notes their sources.
+  void scan_forward(off_t from, off_t to) {
+    std::string text(static_cast<std::size_t>(to - from), '\0');
+    ssize_t n = ::pread(log_fd, text.data(), text.size(), from);
+    if (n != static_cast<ssize_t>(text.size())) io_error(opt.log_path, "read failed");
+    std::size_t begin = 0;
+    while (begin < text.size()) {
+      std::size_t end = text.find('\n', begin);
+      if (end == std::string::npos) end = text.size();
+      std::string_view line(text.data() + begin, end - begin);
+      if (line.find("\"src\":\"") != std::string_view::npos)
+        if (auto r = audit_from_json_line(line)) note_source(r->source);
+      begin = end + 1;
+    }
+  }
+
+  // The store's last record in the log, reading it backwards from the end
+  // until one is found (usually within the last batch; the whole log once,
+  // for a store that never relayed into it). REQUIRES: the flock, sync().
+  OutboxCursor scan_back(std::string_view store) {
+    const std::string needle = "\"src\":\"" + std::string(store) + ":";
+    std::string rest;  // bytes [pos, ...) not yet examined, ending at a line end
+    off_t pos = log_seen;
+    constexpr off_t kChunk = 1 << 16;
+    for (;;) {
+      // Examine the complete lines at the end of `rest`, last first.
+      while (!rest.empty()) {
+        std::size_t stop = rest.size() - 1;  // rest ends with '\n'
+        std::size_t k = stop == 0 ? std::string::npos : rest.rfind('\n', stop - 1);
+        if (k == std::string::npos && pos > 0) break;  // the line starts in the next chunk
+        std::size_t begin = k == std::string::npos ? 0 : k + 1;
+        std::string_view line(rest.data() + begin, stop - begin);
+        if (line.find(needle) != std::string_view::npos) {
+          if (auto r = audit_from_json_line(line)) {
+            auto src = parse_source(r->source);
+            if (src && src->first == store) return src->second;
+          }
+        }
+        rest.resize(begin);
+      }
+      if (pos <= 0) return OutboxCursor{};
+      off_t start = pos > kChunk ? pos - kChunk : 0;
+      std::string chunk(static_cast<std::size_t>(pos - start), '\0');
+      ssize_t n = ::pread(log_fd, chunk.data(), chunk.size(), start);
+      if (n != static_cast<ssize_t>(chunk.size())) io_error(opt.log_path, "read failed");
+      rest.insert(0, chunk);
+      pos = start;
+    }
+  }
+
+  // REQUIRES: the flock, sync().
+  OutboxCursor cursor_of(std::string_view store) {
+    auto it = cursors.find(store);
+    if (it == cursors.end()) it = cursors.emplace(std::string(store), scan_back(store)).first;
+    return it->second;
   }
 
   void try_flush() {
@@ -593,6 +713,60 @@ void AuditLog::append(std::span<const AuditEvent> events) {
               "dropped " + std::to_string(over) + " audit events that could not be written");
   }
   impl_->try_flush();
+}
+
+std::int64_t AuditLog::append_outbox(std::string_view store,
+                                    std::span<const AuditOutboxRow> rows) {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mu);
+  if (m.closed) throw Error(errc::closed, "audit log is closed");
+  if (store.empty() || store.find(':') != std::string_view::npos)
+    throw InvalidArgument("audit: a store id must be non-empty and hold no ':'");
+  m.try_flush();  // held direct events keep their place before these
+  OutboxCursor c;
+  std::vector<AuditEvent> events;
+  std::vector<std::string> sources;
+  try {
+    FileLock fl(m.log_fd, m.opt.log_path);
+    m.sync();
+    c = m.cursor_of(store);
+    const std::string prefix = std::string(store) + ":";
+    for (const AuditOutboxRow& row : rows) {
+      for (std::size_t i = 0; i < row.events.size(); ++i) {
+        OutboxCursor at{row.seq, static_cast<std::int64_t>(i)};
+        if (!(c < at)) continue;  // in the chain already
+        events.push_back(row.events[i]);
+        sources.push_back(prefix + std::to_string(row.seq) + ":" + std::to_string(i));
+      }
+    }
+    if (!events.empty()) {
+      const std::uint64_t first = m.head.seq + 1;
+      try {
+        m.write_events(events.data(), sources.data(), events.size(), m.env.now_ms());
+      } catch (...) {
+        // The lines that made it count: the next relay must not repeat them.
+        if (m.head.seq >= first) {
+          std::size_t done = std::min<std::size_t>(events.size(), m.head.seq - first + 1);
+          if (done > 0) m.cursors[std::string(store)] = parse_source(sources[done - 1])->second;
+        }
+        throw;
+      }
+      c = parse_source(sources.back())->second;
+      m.cursors[std::string(store)] = c;
+    }
+  } catch (const std::exception& ex) {
+    ++m.failures;
+    core::log(core::LogLevel::error, "audit",
+              std::string("relaying audit records from the backend's outbox failed; they stay "
+                          "there for the next relay: ") + ex.what());
+    auto it = m.cursors.find(store);
+    c = it == m.cursors.end() ? OutboxCursor{} : it->second;
+  }
+  // Rows through c.seq are wholly in the chain, unless c is inside a row given here.
+  for (const AuditOutboxRow& row : rows)
+    if (row.seq == c.seq && c.index + 1 < static_cast<std::int64_t>(row.events.size()))
+      return c.seq - 1;
+  return c.seq;
 }
 
 void AuditLog::checkpoint() {

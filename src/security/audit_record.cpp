@@ -70,6 +70,8 @@ void put_hex(std::string& out, std::string_view bytes) {
 }
 
 constexpr std::string_view kRecordDomain = "asyncmq-audit-record-v1";
+// A record relayed from a backend's outbox also covers its source.
+constexpr std::string_view kSourcedRecordDomain = "asyncmq-audit-record-v2";
 
 }  // namespace
 
@@ -89,7 +91,7 @@ void security::append_audit_canonical(const AuditRecord& r, std::string& out) {
   out.reserve(out.size() + kRecordDomain.size() + 24 + 7 * 4 + r.event.actor.size() +
               r.event.action.size() + r.event.job.size() + r.event.queue.size() +
               r.event.subject.size() + r.event.detail.size() + r.prev_mac.size());
-  out.append(kRecordDomain);
+  out.append(r.source.empty() ? kRecordDomain : kSourcedRecordDomain);
   put_u64(out, r.seq);
   put_u64(out, static_cast<std::uint64_t>(r.time_ms));
   put_u64(out, r.epoch);
@@ -99,6 +101,7 @@ void security::append_audit_canonical(const AuditRecord& r, std::string& out) {
   put_lp(out, r.event.queue);
   put_lp(out, r.event.subject);
   put_lp(out, r.event.detail);
+  if (!r.source.empty()) put_lp(out, r.source);
   put_lp(out, r.prev_mac);
 }
 
@@ -124,6 +127,10 @@ void security::append_audit_json_line(const AuditRecord& r, std::string& out) {
   put_json_string(out, r.event.subject);
   out += ",\"detail\":";
   put_json_string(out, r.event.detail);
+  if (!r.source.empty()) {
+    out += ",\"src\":";
+    put_json_string(out, r.source);
+  }
   out += ",\"prev\":\"";
   put_hex(out, r.prev_mac);
   out += "\",\"mac\":\"";
@@ -136,7 +143,8 @@ std::optional<AuditRecord> audit_from_json_line(std::string_view line) {
   boost::json::value v = boost::json::parse(line, ec);
   if (ec || !v.is_object()) return std::nullopt;
   const auto& o = v.as_object();
-  if (o.size() != 11) return std::nullopt;
+  const bool sourced = o.contains("src");
+  if (o.size() != (sourced ? 12u : 11u)) return std::nullopt;
   auto str = [&](const char* k) -> const boost::json::string* {
     auto* p = o.if_contains(k);
     return p && p->is_string() ? &p->as_string() : nullptr;
@@ -163,6 +171,10 @@ std::optional<AuditRecord> audit_from_json_line(std::string_view line) {
   r.event.queue = std::string(*str("queue"));
   r.event.subject = std::string(*str("subject"));
   r.event.detail = std::string(*str("detail"));
+  if (sourced) {
+    if (!str("src") || str("src")->empty()) return std::nullopt;
+    r.source = std::string(*str("src"));
+  }
   try {
     r.prev_mac = security::from_hex(std::string_view(*str("prev")));
     r.mac = security::from_hex(std::string_view(*str("mac")));

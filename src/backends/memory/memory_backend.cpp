@@ -1,10 +1,13 @@
 #include "backends/memory/memory_backend.hpp"
+#include "backends/audit_entries.hpp"
+#include "core/audit_actor.hpp"
 #include "backends/validate.hpp"
 
 #include <asyncmq/env.hpp>
 #include <asyncmq/error.hpp>
 
 #include <algorithm>
+#include <cstdio>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -66,11 +69,18 @@ std::int64_t ttl_deadline(const Job& j) {
 
 class MemoryBackend final : public Backend {
  public:
-  explicit MemoryBackend(Env& env) : env_(env), next_token_(env.random_u64() | 1) {}
+  explicit MemoryBackend(Env& env) : env_(env), next_token_(env.random_u64() | 1) {
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(env.random_u64()));
+    store_id_ = hex;
+  }
 
   boost::asio::awaitable<std::vector<JobId>> enqueue(std::vector<Job> jobs) override {
     std::lock_guard lock(mu_);
-    co_return enqueue_locked(std::move(jobs));
+    AuditEntries audit = audit_locked();
+    auto ids = enqueue_locked(std::move(jobs), audit);
+    commit_audit_locked(audit);
+    co_return ids;
   }
 
   boost::asio::awaitable<std::vector<Job>> claim(const ClaimRequest& r) override {
@@ -81,8 +91,10 @@ class MemoryBackend final : public Backend {
     QueueData& q = it->second;
     promote_locked(q, r.now_ms);
     if (q.paused) co_return out;
+    AuditEntries audit = audit_locked();
     if (q.limit.max > 0 && q.limit.per_group) {
-      claim_per_group_locked(q, r, out);
+      claim_per_group_locked(q, r, out, audit);
+      commit_audit_locked(audit);
       co_return out;
     }
     std::size_t max = std::min(r.max, allowance_locked(q, r.now_ms));
@@ -91,11 +103,12 @@ class MemoryBackend final : public Backend {
       auto node = q.waiting.extract(q.waiting.begin());
       Job& j = jobs_.at(std::get<2>(node.value()));
       if (std::int64_t d = ttl_deadline(j); d > 0 && d <= r.now_ms) {
-        expire_locked(q, j, r.now_ms);
+        expire_locked(q, j, r.now_ms, audit);
         continue;
       }
-      activate_locked(q, j, r, out);
+      activate_locked(q, j, r, out, audit);
     }
+    commit_audit_locked(audit);
     co_return out;
   }
 
@@ -116,12 +129,14 @@ class MemoryBackend final : public Backend {
   boost::asio::awaitable<std::vector<bool>> finish(std::vector<Outcome> outcomes) override {
     std::vector<bool> ok(outcomes.size());
     std::lock_guard lock(mu_);
+    AuditEntries audit = audit_locked();
     for (std::size_t i = 0; i < outcomes.size(); ++i) {
       auto& o = outcomes[i];
       Job* j = active_job_locked({o.id, o.token});
       if (!j) continue;
       ok[i] = true;
       QueueData& q = queues_[j->queue];
+      audit.finished(o.kind, j->id, j->queue, j->options.subject, o.run_at_ms, j->lease.owner);
       active_.erase(j->id);
       j->lease = {};
       j->cancel_requested = false;
@@ -153,6 +168,7 @@ class MemoryBackend final : public Backend {
         }
       }
     }
+    commit_audit_locked(audit);
     co_return ok;
   }
 
@@ -172,6 +188,7 @@ class MemoryBackend final : public Backend {
       if (jobs_.at(id).lease.expires_ms < now_ms) expired.push_back(id);
     }
     std::sort(expired.begin(), expired.end());
+    AuditEntries audit = audit_locked();
     for (const auto& id : expired) {
       Job& j = jobs_.at(id);
       QueueData& q = queues_[j.queue];
@@ -187,14 +204,17 @@ class MemoryBackend final : public Backend {
         move_state(q, j, JobState::dead);
         emit(EventType::dead, j, now_ms);
         child_ended_locked(j, false, now_ms);
+        audit.job("dead", id, j.queue, j.options.subject, "stalled");
         out.dead.push_back(id);
       } else {
         move_state(q, j, JobState::waiting);
         add_waiting(q, j);
         emit(EventType::stalled, j, now_ms);
+        audit.job("stalled", id, j.queue, j.options.subject, "lease expired");
         out.requeued.push_back(id);
       }
     }
+    commit_audit_locked(audit);
     co_return out;
   }
 
@@ -252,8 +272,11 @@ class MemoryBackend final : public Backend {
           if (auto cj = jobs_.find(child); cj != jobs_.end() && !is_final(cj->second.state))
             doomed.push_back(child);
     }
+    AuditEntries audit = audit_locked();
+    audit.job("removed", id, it->second.queue, it->second.options.subject);
     std::int64_t now = env_.now_ms();
     for (const JobId& d : doomed) erase_locked(d, now);
+    commit_audit_locked(audit);
     co_return;
   }
 
@@ -276,12 +299,18 @@ class MemoryBackend final : public Backend {
     move_state(q, j, JobState::waiting);
     add_waiting(q, j);
     emit(EventType::waiting, j, now_ms);
+    AuditEntries audit = audit_locked();
+    audit.job("retried", id, j.queue, j.options.subject, "manual");
+    commit_audit_locked(audit);
     co_return;
   }
 
   boost::asio::awaitable<void> set_paused(std::string_view queue, bool paused) override {
     std::lock_guard lock(mu_);
     queues_[std::string(queue)].paused = paused;
+    AuditEntries audit = audit_locked();
+    audit.queue(paused ? "paused" : "resumed", queue);
+    commit_audit_locked(audit);
     co_return;
   }
 
@@ -301,12 +330,14 @@ class MemoryBackend final : public Backend {
       if (std::int64_t d = ttl_deadline(j); d > 0 && d <= now_ms) due.push_back(id);
     }
     std::sort(due.begin(), due.end());
+    AuditEntries audit = audit_locked();
     for (const JobId& id : due) {
       Job& j = jobs_.at(id);
       QueueData& q = queues_[j.queue];
       unlink_locked(q, j);
-      expire_locked(q, j, now_ms);
+      expire_locked(q, j, now_ms, audit);
     }
+    commit_audit_locked(audit);
     co_return due;
   }
 
@@ -317,8 +348,11 @@ class MemoryBackend final : public Backend {
     Job& j = it->second;
     if (is_final(j.state))
       throw Conflict("job " + id.str() + " is already " + std::string(to_string(j.state)));
+    AuditEntries audit = audit_locked();
     if (j.state == JobState::active) {
       j.cancel_requested = true;
+      audit.job("cancelled", id, j.queue, j.options.subject, "requested");
+      commit_audit_locked(audit);
       co_return JobState::active;
     }
     QueueData& q = queues_[j.queue];
@@ -326,7 +360,9 @@ class MemoryBackend final : public Backend {
     j.finished_ms = now_ms;
     move_state(q, j, JobState::cancelled);
     emit(EventType::cancelled, j, now_ms);
+    audit.job("cancelled", id, j.queue, j.options.subject);
     child_ended_locked(j, false, now_ms);
+    commit_audit_locked(audit);
     co_return JobState::cancelled;
   }
 
@@ -386,10 +422,13 @@ class MemoryBackend final : public Backend {
     if (match.size() > limit) match.resize(limit);
     std::vector<JobId> out;
     std::int64_t now = env_.now_ms();
+    AuditEntries audit = audit_locked();
     for (const auto& [at, id] : match) {
       erase_locked(id, now);
+      audit.job("cleaned", id, queue, "", "state=" + std::string(to_string(state)));
       out.push_back(id);
     }
+    commit_audit_locked(audit);
     co_return out;
   }
 
@@ -402,6 +441,9 @@ class MemoryBackend final : public Backend {
         doomed.push_back(id);
     std::int64_t now = env_.now_ms();
     for (const JobId& id : doomed) erase_locked(id, now);
+    AuditEntries audit = audit_locked();
+    audit.queue("drained", queue, "removed=" + std::to_string(doomed.size()));
+    commit_audit_locked(audit);
     co_return doomed.size();
   }
 
@@ -423,12 +465,18 @@ class MemoryBackend final : public Backend {
     queues_.erase(std::string(queue));
     for (auto it = repeatables_.begin(); it != repeatables_.end();)
       it = it->first.first == queue ? repeatables_.erase(it) : std::next(it);
+    AuditEntries audit = audit_locked();
+    audit.queue("obliterated", queue, "removed=" + std::to_string(doomed.size()));
+    commit_audit_locked(audit);
     co_return doomed.size();
   }
 
   boost::asio::awaitable<void> set_rate_limit(std::string_view queue, RateLimit limit) override {
     validate_limit(limit);
     std::lock_guard lock(mu_);
+    AuditEntries audit = audit_locked();
+    audit.queue("rate-limited", queue, AuditEntries::rate_limit_detail(limit));
+    commit_audit_locked(audit);
     QueueData& q = queues_[std::string(queue)];
     if (limit.max == 0) {
       limit = RateLimit{};
@@ -481,6 +529,9 @@ class MemoryBackend final : public Backend {
   boost::asio::awaitable<void> upsert_repeatable(Repeatable r) override {
     std::lock_guard lock(mu_);
     queues_[r.queue];
+    AuditEntries audit = audit_locked();
+    audit.queue("repeatable-set", r.queue, "name=" + r.name);
+    commit_audit_locked(audit);
     auto key = std::make_pair(r.queue, r.name);
     repeatables_[key] = std::move(r);
     co_return;
@@ -491,6 +542,9 @@ class MemoryBackend final : public Backend {
     std::lock_guard lock(mu_);
     if (repeatables_.erase({std::string(queue), std::string(name)}) == 0)
       throw NotFound("repeatable " + std::string(name) + " not found in queue " + std::string(queue));
+    AuditEntries audit = audit_locked();
+    audit.queue("repeatable-removed", queue, "name=" + std::string(name));
+    commit_audit_locked(audit);
     co_return;
   }
 
@@ -502,6 +556,10 @@ class MemoryBackend final : public Backend {
       throw NotFound("repeatable " + std::string(name) + " not found in queue " + std::string(queue));
     it->second.paused = paused;
     if (!paused) it->second.next_fire_ms = next_fire_ms;
+    AuditEntries audit = audit_locked();
+    audit.queue(paused ? "repeatable-paused" : "repeatable-resumed", queue,
+                "name=" + std::string(name));
+    commit_audit_locked(audit);
     co_return;
   }
 
@@ -523,9 +581,12 @@ class MemoryBackend final : public Backend {
       co_return false;
     std::vector<Job> batch;
     batch.push_back(std::move(job));
-    enqueue_locked(std::move(batch));  // validates first: throws before changing anything
+    AuditEntries audit = audit_locked();
+    // validates first: throws before changing anything
+    enqueue_locked(std::move(batch), audit, "repeatable=" + std::string(name));
     it->second.next_fire_ms = next_fire_ms;
     it->second.last_fire_ms = expected_fire_ms;
+    commit_audit_locked(audit);
     co_return true;
   }
 
@@ -614,9 +675,55 @@ class MemoryBackend final : public Backend {
     co_return out;
   }
 
+  // ---- Audit outbox (issue 6) ---------------------------------------------
+
+  void enable_audit_outbox(std::string actor) override {
+    std::lock_guard lock(mu_);
+    if (!audit_actor_) audit_actor_ = std::move(actor);
+  }
+
+  boost::asio::awaitable<std::vector<AuditOutboxRow>> read_audit_outbox(
+      std::int64_t after_seq, std::size_t limit) override {
+    check_limit("outbox limit", limit, 10000);
+    std::lock_guard lock(mu_);
+    std::vector<AuditOutboxRow> out;
+    for (const AuditOutboxRow& r : outbox_) {
+      if (out.size() == limit) break;
+      if (r.seq > after_seq) out.push_back(r);
+    }
+    co_return out;
+  }
+
+  void trim_audit_outbox(std::int64_t through_seq) override {
+    std::lock_guard lock(mu_);
+    while (!outbox_.empty() && outbox_.front().seq <= through_seq) outbox_.pop_front();
+  }
+
+  std::string store_id() const override { return store_id_; }
+
  private:
+  // The entries of a call, by the calling decorator's actor (read here, at
+  // the start of the call's body: core/audit_actor.hpp), else the default.
+  AuditEntries audit_locked() const {
+    if (!audit_actor_) return AuditEntries(nullptr);
+    const std::string* now = core::current_audit_actor();
+    return AuditEntries(now ? now : &*audit_actor_);
+  }
+  // The outbox row of one call, stored with its changes (under mu_, which
+  // is this backend's transaction).
+  void commit_audit_locked(AuditEntries& audit) {
+    if (audit.empty()) return;
+    AuditOutboxRow row;
+    row.seq = ++outbox_seq_;
+    row.events = audit.take();
+    outbox_.push_back(std::move(row));
+  }
+
   // Stores a batch (see Backend::enqueue); validates everything first.
-  std::vector<JobId> enqueue_locked(std::vector<Job> jobs) {
+  // `via`, if not empty, is the detail of the audit entries (a repeatable's
+  // tick), else "delayed" for a delayed job.
+  std::vector<JobId> enqueue_locked(std::vector<Job> jobs, AuditEntries& audit,
+                                    std::string_view via = {}) {
     std::unordered_set<JobId, IdHash> seen;
     for (const auto& j : jobs) {
       if (jobs_.count(j.id) || !seen.insert(j.id).second)
@@ -641,12 +748,14 @@ class MemoryBackend final : public Backend {
           Event ev = make_event(EventType::deduplicated, j.queue, *existing, j.created_ms);
           ev.detail = j.id.str();
           push_event(std::move(ev));
+          audit.deduplicated(j, *existing);
           continue;
         }
         batch_keys[key] = j.id;
         idem_[key] = IdemEntry{j.id, 0};
       }
       ids.push_back(j.id);
+      audit.added(j, j.state == JobState::delayed, via);
       Job& stored = jobs_.emplace(j.id, std::move(j)).first->second;
       auto& q = queues_[stored.queue];
       if (!stored.parent.is_nil()) children_[stored.parent].push_back(stored.id);
@@ -667,13 +776,15 @@ class MemoryBackend final : public Backend {
 
   // Moves `j` (just taken off the waiting indexes) to active under a new
   // lease and appends it to `out`.
-  void activate_locked(QueueData& q, Job& j, const ClaimRequest& r, std::vector<Job>& out) {
+  void activate_locked(QueueData& q, Job& j, const ClaimRequest& r, std::vector<Job>& out,
+                       AuditEntries& audit) {
     move_state(q, j, JobState::active);
     j.attempts_made++;
     j.started_ms = r.now_ms;
     j.lease = Lease{next_token_++, r.worker_id, r.now_ms + r.lease_ms};
     active_.insert(j.id);
     emit(EventType::active, j, r.now_ms);
+    audit.claimed(j, r.worker_id);
     out.push_back(j);
   }
 
@@ -681,7 +792,8 @@ class MemoryBackend final : public Backend {
   // claim order among the heads of the groups below their limit. Cost per
   // job taken: one look at each waiting group's head, never at a group's
   // backlog behind it.
-  void claim_per_group_locked(QueueData& q, const ClaimRequest& r, std::vector<Job>& out) {
+  void claim_per_group_locked(QueueData& q, const ClaimRequest& r, std::vector<Job>& out,
+                              AuditEntries& audit) {
     auto use = group_use_locked(r.queue, q, r.now_ms);
     while (out.size() < r.max) {
       const WaitKey* best = nullptr;
@@ -694,11 +806,11 @@ class MemoryBackend final : public Backend {
       Job& j = jobs_.at(std::get<2>(*best));
       unlink_locked(q, j);  // invalidates `best`
       if (std::int64_t d = ttl_deadline(j); d > 0 && d <= r.now_ms) {
-        expire_locked(q, j, r.now_ms);  // takes no slot
+        expire_locked(q, j, r.now_ms, audit);  // takes no slot
         continue;
       }
       use[j.options.group].used++;
-      activate_locked(q, j, r, out);
+      activate_locked(q, j, r, out, audit);
     }
   }
 
@@ -739,12 +851,13 @@ class MemoryBackend final : public Backend {
   }
 
   // `j` is unlinked from the indexes already.
-  void expire_locked(QueueData& q, Job& j, std::int64_t now_ms) {
+  void expire_locked(QueueData& q, Job& j, std::int64_t now_ms, AuditEntries& audit) {
     j.finished_ms = now_ms;
     j.error = std::string(1, kSystemError) + "expired: not started within its TTL of " +
               std::to_string(j.options.ttl_ms) + " ms";
     move_state(q, j, JobState::expired);
     emit(EventType::expired, j, now_ms);
+    audit.job("expired", j.id, j.queue, j.options.subject, "ttl");
     child_ended_locked(j, false, now_ms);
   }
 
@@ -896,6 +1009,10 @@ class MemoryBackend final : public Backend {
   std::map<std::pair<std::string, std::string>, Repeatable> repeatables_;
   std::deque<Event> events_;
   std::int64_t event_seq_ = 0;
+  std::optional<std::string> audit_actor_;  // set: the outbox is on
+  std::deque<AuditOutboxRow> outbox_;
+  std::int64_t outbox_seq_ = 0;
+  std::string store_id_;
 };
 
 }  // namespace

@@ -50,7 +50,11 @@
 // batch just before COMMIT, a handful of row updates per commit however
 // many jobs moved, so counting is one small read.
 // `queues` records every queue that has held a job or been paused (and the
-// pause flag); `meta` holds the fencing-token counter. The store is marked
+// pause flag); `meta` holds the fencing-token counter and the store's id.
+// `audit_outbox` holds, once a backend object's outbox is on, one row per
+// write op with audit entries (the op's EventLog collects them and writes
+// the row in the op's savepoint, so it commits with the transition);
+// trim_audit_outbox deletes relayed rows in a later batch. The store is marked
 // with PRAGMA application_id (kApplicationId) and its schema version with
 // PRAGMA user_version; a file that is not SQLite, an SQLite database that
 // belongs to someone else, or a store of another schema version is refused
@@ -60,6 +64,8 @@
 // faster on no-op jobs, and a WITHOUT ROWID b-tree keeps whole rows in its
 // interior pages, so sealed payloads of a few KiB would make it deep.
 #include "backends/sqlite/sqlite_backend.hpp"
+#include "backends/audit_entries.hpp"
+#include "core/audit_actor.hpp"
 #include "backends/validate.hpp"
 
 #include <asyncmq/env.hpp>
@@ -76,6 +82,8 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -445,6 +453,7 @@ CREATE TABLE counts (queue TEXT NOT NULL, state INTEGER NOT NULL, n INTEGER NOT 
                      PRIMARY KEY(queue, state)) WITHOUT ROWID;
 CREATE TABLE queues (name TEXT PRIMARY KEY, paused INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE audit_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, entries BLOB NOT NULL);
 )sql";
 
 // The column list every job read uses; read_job decodes it from column 0.
@@ -831,6 +840,50 @@ const char* const kInsert =
     "?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, "
     "?36, ?37, ?38, ?39)";
 
+// An outbox row's entries: per entry, its six fields (action, actor, job,
+// queue, subject, detail) as u32 little-endian length || bytes.
+std::string encode_audit_entries(const std::vector<AuditEvent>& events) {
+  std::string out;
+  auto put = [&out](const std::string& f) {
+    auto n = static_cast<std::uint32_t>(f.size());
+    for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+    out += f;
+  };
+  for (const AuditEvent& e : events) {
+    put(e.action);
+    put(e.actor);
+    put(e.job);
+    put(e.queue);
+    put(e.subject);
+    put(e.detail);
+  }
+  return out;
+}
+
+std::vector<AuditEvent> decode_audit_entries(std::string_view in) {
+  std::vector<AuditEvent> out;
+  auto take = [&in](std::string& f) {
+    if (in.size() < 4) throw BackendError(errc::corrupt_store, "sqlite store: a malformed audit outbox row");
+    std::uint32_t n = 0;
+    for (int i = 0; i < 4; ++i) n |= static_cast<std::uint32_t>(static_cast<unsigned char>(in[i])) << (8 * i);
+    in.remove_prefix(4);
+    if (in.size() < n) throw BackendError(errc::corrupt_store, "sqlite store: a malformed audit outbox row");
+    f.assign(in.substr(0, n));
+    in.remove_prefix(n);
+  };
+  while (!in.empty()) {
+    AuditEvent e;
+    take(e.action);
+    take(e.actor);
+    take(e.job);
+    take(e.queue);
+    take(e.subject);
+    take(e.detail);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
 // Events of one operation, written as few rows as possible: consecutive
 // events of one type, queue and time without detail share a row whose
 // `jobs` holds their 16-byte ids (at most kIdsPerRow). A row's events get
@@ -839,6 +892,12 @@ constexpr std::int64_t kIdsPerRow = 4096;
 
 class EventLog {
  public:
+  // `audit_actor`: the backend's outbox actor, or null when its outbox is off.
+  explicit EventLog(const std::string* audit_actor = nullptr) : audit_(audit_actor) {}
+
+  // The transaction's audit entries (see backends/audit_entries.hpp).
+  AuditEntries& audit() { return audit_; }
+
   void add(EventType type, std::string_view queue, const JobId& id, std::int64_t now_ms,
            std::string detail = {}) {
     if (detail.empty() && !rows_.empty()) {
@@ -853,7 +912,8 @@ class EventLog {
     r.jobs.assign(reinterpret_cast<const char*>(id.bytes().data()), 16);
     rows_.push_back(std::move(r));
   }
-  // Writes the rows; the op's savepoint or transaction covers them.
+  // Writes the rows, and the audit entries as one outbox row; the op's
+  // savepoint or transaction covers them.
   void write(Db& db) {
     for (const Row& r : rows_) {
       Stmt s(db, "INSERT INTO events(time_ms, type, queue, jobs, detail) VALUES(?1, ?2, ?3, ?4, ?5)");
@@ -861,6 +921,10 @@ class EventLog {
           .bind_blob(4, r.jobs).bind_text(5, r.detail).run();
     }
     rows_.clear();
+    if (!audit_.empty()) {
+      Stmt s(db, "INSERT INTO audit_outbox(entries) VALUES(?1)");
+      s.bind_blob(1, encode_audit_entries(audit_.take())).run();
+    }
   }
 
  private:
@@ -872,6 +936,7 @@ class EventLog {
     std::string detail;
   };
   std::vector<Row> rows_;
+  AuditEntries audit_;
 };
 
 std::int64_t ttl_deadline(const Job& j) {
@@ -936,7 +1001,10 @@ bool job_exists(Db& db, const JobId& id) {
 
 RateLimit read_limit(Db& db, std::string_view queue);
 
-std::vector<JobId> do_enqueue(Db& db, const std::vector<Job>& jobs, EventLog& ev) {
+// `via`, if not empty, is the detail of the audit entries (a repeatable's
+// tick), else "delayed" for a delayed job.
+std::vector<JobId> do_enqueue(Db& db, const std::vector<Job>& jobs, EventLog& ev,
+                              std::string_view via = {}) {
   std::vector<JobId> ids;
   ids.reserve(jobs.size());
   const std::string* last_queue = nullptr;
@@ -965,6 +1033,7 @@ std::vector<JobId> do_enqueue(Db& db, const std::vector<Job>& jobs, EventLog& ev
       if (existing) {
         ids.push_back(*existing);
         ev.add(EventType::deduplicated, j.queue, *existing, j.created_ms, j.id.str());
+        ev.audit().deduplicated(j, *existing);
         continue;
       }
       Stmt s(db, "INSERT OR REPLACE INTO idempotency(queue, key, job, until_ms) VALUES(?1, ?2, ?3, 0)");
@@ -980,6 +1049,7 @@ std::vector<JobId> do_enqueue(Db& db, const std::vector<Job>& jobs, EventLog& ev
            : state == JobState::waiting_children ? EventType::waiting_children
                                                  : EventType::failed,
            j.queue, j.id, j.created_ms);
+    ev.audit().added(j, j.state == JobState::delayed, via);
     ids.push_back(j.id);
   }
   return ids;
@@ -1185,6 +1255,7 @@ void expire_row(Db& db, std::int64_t rowid, const Job& j, std::int64_t now_ms, E
   db.count(j.queue, j.state, -1);
   db.count(j.queue, JobState::expired, 1);
   ev.add(EventType::expired, j.queue, j.id, now_ms);
+  ev.audit().job("expired", j.id, j.queue, j.options.subject, "ttl");
   if (!j.parent.is_nil())
     child_ended(db, j.id, j.parent, j.on_failure, JobState::expired, false, now_ms, ev);
 }
@@ -1212,6 +1283,7 @@ void activate(Db& db, const ClaimRequest& r, std::vector<Job>& out,
         .bind(6, rowids[i])
         .run();
     ev.add(EventType::active, r.queue, j.id, r.now_ms);
+    ev.audit().claimed(j, r.worker_id);
   }
   db.count(r.queue, JobState::waiting, -static_cast<std::int64_t>(out.size()));
   db.count(r.queue, JobState::active, static_cast<std::int64_t>(out.size()));
@@ -1389,8 +1461,8 @@ std::vector<bool> do_finish(Db& db, const std::vector<Outcome>& outcomes, EventL
     // The job's rowid and queue, if it is still active under this lease
     // (the queue names the count that moves), and its flow parent.
     Stmt f(db,
-           "SELECT rowid, queue, parent, on_failure, attempts_made, group_key FROM jobs WHERE "
-           "id = ?1 AND state = 2 AND lease_token = ?2");
+           "SELECT rowid, queue, parent, on_failure, attempts_made, group_key, subject, "
+           "lease_owner FROM jobs WHERE id = ?1 AND state = 2 AND lease_token = ?2");
     f.bind_id(1, o.id).bind(2, static_cast<std::int64_t>(o.token));
     if (!f.step()) continue;
     const char* sql = nullptr;
@@ -1422,6 +1494,7 @@ std::vector<bool> do_finish(Db& db, const std::vector<Outcome>& outcomes, EventL
         .bind(3, f.i64(0));
     s.run();
     std::string queue(f.view(1));
+    if (ev.audit().on()) ev.audit().finished(o.kind, o.id, queue, f.view(6), o.run_at_ms, f.view(7));
     db.count(queue, JobState::active, -1);
     db.count(queue, to, 1);
     if (limits.limited(db, queue)) log_finish(db, queue, f.view(5), o.now_ms);
@@ -1515,17 +1588,18 @@ ReclaimResult do_reclaim(Db& db, std::int64_t now_ms, int max_stalls, EventLog& 
     JobId parent;
     ChildFailure on_failure;
     std::string group;
+    std::string subject;
   };
   std::vector<Expired> expired;
   {
     Stmt s(db,
-           "SELECT id, rowid, stalls, queue, parent, on_failure, group_key FROM jobs WHERE "
-           "state = 2 AND lease_expires_ms < ?1");
+           "SELECT id, rowid, stalls, queue, parent, on_failure, group_key, subject FROM jobs "
+           "WHERE state = 2 AND lease_expires_ms < ?1");
     s.bind(1, now_ms);
     while (s.step())
       expired.push_back({s.id(0), s.i64(1), s.i64(2), s.str(3),
                          sqlite3_column_type(s.raw(), 4) != SQLITE_NULL, s.id(4),
-                         static_cast<ChildFailure>(s.i64(5)), s.str(6)});
+                         static_cast<ChildFailure>(s.i64(5)), s.str(6), s.str(7)});
   }
   std::sort(expired.begin(), expired.end(),
             [](const Expired& a, const Expired& b) { return a.id < b.id; });
@@ -1545,6 +1619,7 @@ ReclaimResult do_reclaim(Db& db, std::int64_t now_ms, int max_stalls, EventLog& 
       out.dead.push_back(e.id);
       db.count(e.queue, JobState::dead, 1);
       ev.add(EventType::dead, e.queue, e.id, now_ms);
+      ev.audit().job("dead", e.id, e.queue, e.subject, "stalled");
       if (e.has_parent)
         child_ended(db, e.id, e.parent, e.on_failure, JobState::dead, false, now_ms, ev);
     } else {
@@ -1555,6 +1630,7 @@ ReclaimResult do_reclaim(Db& db, std::int64_t now_ms, int max_stalls, EventLog& 
       out.requeued.push_back(e.id);
       db.count(e.queue, JobState::waiting, 1);
       ev.add(EventType::stalled, e.queue, e.id, now_ms);
+      ev.audit().job("stalled", e.id, e.queue, e.subject, "lease expired");
     }
   }
   return out;
@@ -1617,14 +1693,15 @@ struct Located {
   std::int64_t rowid;
   JobState state;
   std::string queue;
+  std::string subject;
 };
 
-// The job's rowid, state and queue, or NotFound.
+// The job's rowid, state, queue and subject, or NotFound.
 Located locate(Db& db, const JobId& id) {
-  Stmt s(db, "SELECT rowid, state, queue FROM jobs WHERE id = ?1");
+  Stmt s(db, "SELECT rowid, state, queue, subject FROM jobs WHERE id = ?1");
   s.bind_id(1, id);
   if (!s.step()) throw NotFound("job " + id.str() + " not found");
-  return {s.i64(0), static_cast<JobState>(s.i64(1)), s.str(2)};
+  return {s.i64(0), static_cast<JobState>(s.i64(1)), s.str(2), s.str(3)};
 }
 
 // Deletes one job that is not active, with its log lines, and lets its
@@ -1668,7 +1745,7 @@ void erase_job(Db& db, const JobId& id, std::int64_t now_ms, EventLog& ev) {
 }
 
 void do_remove(Db& db, const JobId& id, std::int64_t now_ms, EventLog& ev) {
-  locate(db, id);  // NotFound
+  Located top = locate(db, id);  // NotFound
   // The job and its unfinished descendants; refuse if any is active.
   std::vector<JobId> doomed{id};
   for (std::size_t i = 0; i < doomed.size(); ++i) {
@@ -1684,10 +1761,11 @@ void do_remove(Db& db, const JobId& id, std::int64_t now_ms, EventLog& ev) {
     while (c.step()) doomed.push_back(c.id(0));
   }
   for (const JobId& d : doomed) erase_job(db, d, now_ms, ev);
+  ev.audit().job("removed", id, top.queue, top.subject);
 }
 
 void do_retry(Db& db, const JobId& id, std::int64_t now_ms, EventLog& ev) {
-  auto [rowid, state, queue] = locate(db, id);
+  auto [rowid, state, queue, subject] = locate(db, id);
   if (state != JobState::failed && state != JobState::dead && state != JobState::expired &&
       state != JobState::cancelled)
     throw Conflict("job " + id.str() + " is " + std::string(to_string(state)) +
@@ -1699,13 +1777,15 @@ void do_retry(Db& db, const JobId& id, std::int64_t now_ms, EventLog& ev) {
   db.count(queue, state, -1);
   db.count(queue, JobState::waiting, 1);
   ev.add(EventType::waiting, queue, id, now_ms);
+  ev.audit().job("retried", id, queue, subject, "manual");
 }
 
-void do_set_paused(Db& db, const std::string& queue, bool paused) {
+void do_set_paused(Db& db, const std::string& queue, bool paused, EventLog& ev) {
   Stmt s(db,
          "INSERT INTO queues(name, paused) VALUES(?1, ?2) "
          "ON CONFLICT(name) DO UPDATE SET paused = excluded.paused");
   s.bind_text(1, queue).bind(2, paused ? 1 : 0).run();
+  ev.audit().queue(paused ? "paused" : "resumed", queue);
 }
 
 // ----- issue 4: TTL, cancel, progress, logs, flows, housekeeping, limits,
@@ -1739,6 +1819,7 @@ JobState do_cancel(Db& db, const JobId& id, std::int64_t now_ms, EventLog& ev) {
   if (j->state == JobState::active) {
     Stmt s(db, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1");
     s.bind_id(1, id).run();
+    ev.audit().job("cancelled", id, j->queue, j->options.subject, "requested");
     return JobState::active;
   }
   Stmt s(db, "UPDATE jobs SET state = 7, finished_ms = ?1, expires_ms = 0 WHERE id = ?2");
@@ -1746,6 +1827,7 @@ JobState do_cancel(Db& db, const JobId& id, std::int64_t now_ms, EventLog& ev) {
   db.count(j->queue, j->state, -1);
   db.count(j->queue, JobState::cancelled, 1);
   ev.add(EventType::cancelled, j->queue, id, now_ms);
+  ev.audit().job("cancelled", id, j->queue, j->options.subject);
   if (!j->parent.is_nil())
     child_ended(db, id, j->parent, j->on_failure, JobState::cancelled, false, now_ms, ev);
   return JobState::cancelled;
@@ -1808,7 +1890,10 @@ std::vector<JobId> do_clean(Db& db, const std::string& queue, JobState state,
         .bind(4, static_cast<std::int64_t>(limit));
     while (s.step()) ids.push_back(s.id(0));
   }
-  for (const JobId& id : ids) erase_job(db, id, now_ms, ev);
+  for (const JobId& id : ids) {
+    erase_job(db, id, now_ms, ev);
+    ev.audit().job("cleaned", id, queue, "", "state=" + std::string(to_string(state)));
+  }
   return ids;
 }
 
@@ -1822,6 +1907,7 @@ std::size_t do_drain(Db& db, const std::string& queue, std::int64_t now_ms, Even
     while (s.step()) ids.push_back(s.id(0));
   }
   for (const JobId& id : ids) erase_job(db, id, now_ms, ev);
+  ev.audit().queue("drained", queue, "removed=" + std::to_string(ids.size()));
   return ids.size();
 }
 
@@ -2020,7 +2106,7 @@ bool do_fire_repeatable(Db& db, const std::string& queue, const std::string& nam
     if (sqlite3_changes(db.handle()) == 0) return false;
   }
   std::vector<Job> batch{job};
-  do_enqueue(db, batch, ev);
+  do_enqueue(db, batch, ev, "repeatable=" + name);
   return true;
 }
 
@@ -2082,6 +2168,31 @@ std::vector<Event> do_read_events(Db& db, std::int64_t after_seq, std::size_t li
 // (older stores of the same schema version get it then).
 constexpr const char* kSubjectIndex =
     "CREATE INDEX IF NOT EXISTS jobs_subject ON jobs(subject) WHERE subject <> x''";
+
+// The audit outbox (backend.hpp). Created on open if missing: stores made
+// before it get it then, so the schema version stays. AUTOINCREMENT: a seq is
+// never reused after its row was trimmed, which the chain's cursor needs.
+constexpr const char* kAuditOutbox =
+    "CREATE TABLE IF NOT EXISTS audit_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "entries BLOB NOT NULL)";
+
+// The store's random id (meta 'store_id'), made by the first opener.
+std::string read_store_id(Db& db, Env& env) {
+  auto read = [&db]() -> std::optional<std::int64_t> {
+    Stmt s(db, "SELECT value FROM meta WHERE key = 'store_id'");
+    if (!s.step()) return std::nullopt;
+    return s.i64(0);
+  };
+  std::optional<std::int64_t> id = read();
+  if (!id) {
+    Stmt s(db, "INSERT OR IGNORE INTO meta(key, value) VALUES('store_id', ?1)");
+    s.bind(1, static_cast<std::int64_t>(env.random_u64() >> 1)).run();
+    id = read();  // another opener's, if it was first
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(id.value_or(0)));
+  return hex;
+}
 
 JobPage do_scan(Db& db, const std::optional<JobId>& after, std::size_t limit) {
   if (limit < 1 || limit > 1000)
@@ -2189,6 +2300,8 @@ class SqliteBackend final : public Backend {
     auto rdb = std::make_unique<Db>(o.path, o.busy_timeout_ms);
     configure(*rdb, o.sync_full);
     wdb->exec(kSubjectIndex);
+    wdb->exec(kAuditOutbox);
+    store_id_ = read_store_id(*wdb, env);
     // FAST: deleted and overwritten cells are zeroed when their page is
     // written anyway (no extra I/O), so old sealed bytes do not linger in
     // live pages; a purge turns it fully on for its own deletions.
@@ -2200,8 +2313,8 @@ class SqliteBackend final : public Backend {
   }
 
   awaitable<std::vector<JobId>> enqueue(std::vector<Job> jobs) override {
-    return run_on<std::vector<JobId>>(*writer_, [jobs = std::move(jobs)](Db& db) {
-      EventLog ev;
+    return run_on<std::vector<JobId>>(*writer_, [jobs = std::move(jobs), audit = audit_actor()](Db& db) {
+      EventLog ev(audit.get());
       auto ids = do_enqueue(db, jobs, ev);
       ev.write(db);
       return ids;
@@ -2209,8 +2322,8 @@ class SqliteBackend final : public Backend {
   }
 
   awaitable<std::vector<Job>> claim(const ClaimRequest& request) override {
-    return run_on<std::vector<Job>>(*writer_, [r = request](Db& db) {
-      EventLog ev;
+    return run_on<std::vector<Job>>(*writer_, [r = request, audit = audit_actor()](Db& db) {
+      EventLog ev(audit.get());
       auto jobs = do_claim(db, r, ev);
       ev.write(db);
       return jobs;
@@ -2226,8 +2339,8 @@ class SqliteBackend final : public Backend {
   }
 
   awaitable<std::vector<bool>> finish(std::vector<Outcome> outcomes) override {
-    return run_on<std::vector<bool>>(*writer_, [o = std::move(outcomes)](Db& db) {
-      EventLog ev;
+    return run_on<std::vector<bool>>(*writer_, [o = std::move(outcomes), audit = audit_actor()](Db& db) {
+      EventLog ev(audit.get());
       auto ok = do_finish(db, o, ev);
       ev.write(db);
       return ok;
@@ -2244,8 +2357,8 @@ class SqliteBackend final : public Backend {
   }
 
   awaitable<ReclaimResult> reclaim_expired(std::int64_t now_ms, int max_stalls) override {
-    return run_on<ReclaimResult>(*writer_, [now_ms, max_stalls](Db& db) {
-      EventLog ev;
+    return run_on<ReclaimResult>(*writer_, [now_ms, max_stalls, audit = audit_actor()](Db& db) {
+      EventLog ev(audit.get());
       auto r = do_reclaim(db, now_ms, max_stalls, ev);
       ev.write(db);
       return r;
@@ -2270,24 +2383,26 @@ class SqliteBackend final : public Backend {
   }
 
   awaitable<void> remove(const JobId& id) override {
-    return run_on<void>(*writer_, [id, now = env_.now_ms()](Db& db) {
-      EventLog ev;
+    return run_on<void>(*writer_, [id, now = env_.now_ms(), audit = audit_actor()](Db& db) {
+      EventLog ev(audit.get());
       do_remove(db, id, now, ev);
       ev.write(db);
     });
   }
 
   awaitable<void> retry(const JobId& id, std::int64_t now_ms) override {
-    return run_on<void>(*writer_, [id, now_ms](Db& db) {
-      EventLog ev;
+    return run_on<void>(*writer_, [id, now_ms, audit = audit_actor()](Db& db) {
+      EventLog ev(audit.get());
       do_retry(db, id, now_ms, ev);
       ev.write(db);
     });
   }
 
   awaitable<void> set_paused(std::string_view queue, bool paused) override {
-    return run_on<void>(*writer_, [q = std::string(queue), paused](Db& db) {
-      do_set_paused(db, q, paused);
+    return run_on<void>(*writer_, [q = std::string(queue), paused, audit = audit_actor()](Db& db) {
+      EventLog ev(audit.get());
+      do_set_paused(db, q, paused, ev);
+      ev.write(db);
     });
   }
 
@@ -2296,8 +2411,8 @@ class SqliteBackend final : public Backend {
   }
 
   awaitable<std::vector<JobId>> expire_due(std::int64_t now_ms) override {
-    return run_on<std::vector<JobId>>(*writer_, [now_ms](Db& db) {
-      EventLog ev;
+    return run_on<std::vector<JobId>>(*writer_, [now_ms, audit = audit_actor()](Db& db) {
+      EventLog ev(audit.get());
       auto ids = do_expire_due(db, now_ms, ev);
       ev.write(db);
       return ids;
@@ -2305,8 +2420,8 @@ class SqliteBackend final : public Backend {
   }
 
   awaitable<JobState> cancel(const JobId& id, std::int64_t now_ms) override {
-    return run_on<JobState>(*writer_, [id, now_ms](Db& db) {
-      EventLog ev;
+    return run_on<JobState>(*writer_, [id, now_ms, audit = audit_actor()](Db& db) {
+      EventLog ev(audit.get());
       auto st = do_cancel(db, id, now_ms, ev);
       ev.write(db);
       return st;
@@ -2315,8 +2430,8 @@ class SqliteBackend final : public Backend {
 
   awaitable<bool> set_progress(LeaseRef lease, std::string progress,
                                std::int64_t now_ms) override {
-    return run_on<bool>(*writer_, [lease, p = std::move(progress), now_ms](Db& db) {
-      EventLog ev;
+    return run_on<bool>(*writer_, [lease, p = std::move(progress), now_ms, audit = audit_actor()](Db& db) {
+      EventLog ev(audit.get());
       bool ok = do_set_progress(db, lease, p, now_ms, ev);
       ev.write(db);
       return ok;
@@ -2345,8 +2460,8 @@ class SqliteBackend final : public Backend {
     if (state == JobState::active)
       throw InvalidArgument("active jobs cannot be cleaned; cancel them first");
     return run_on<std::vector<JobId>>(
-        *writer_, [q = std::string(queue), state, before_ms, limit, now = env_.now_ms()](Db& db) {
-          EventLog ev;
+        *writer_, [q = std::string(queue), state, before_ms, limit, now = env_.now_ms(), audit = audit_actor()](Db& db) {
+          EventLog ev(audit.get());
           auto ids = do_clean(db, q, state, before_ms, limit, now, ev);
           ev.write(db);
           return ids;
@@ -2354,8 +2469,8 @@ class SqliteBackend final : public Backend {
   }
 
   awaitable<std::size_t> drain(std::string_view queue) override {
-    return run_on<std::size_t>(*writer_, [q = std::string(queue), now = env_.now_ms()](Db& db) {
-      EventLog ev;
+    return run_on<std::size_t>(*writer_, [q = std::string(queue), now = env_.now_ms(), audit = audit_actor()](Db& db) {
+      EventLog ev(audit.get());
       auto n = do_drain(db, q, now, ev);
       ev.write(db);
       return n;
@@ -2363,15 +2478,23 @@ class SqliteBackend final : public Backend {
   }
 
   awaitable<std::size_t> obliterate(std::string_view queue, bool force) override {
-    return run_on<std::size_t>(*writer_, [q = std::string(queue), force](Db& db) {
-      return do_obliterate(db, q, force);
+    return run_on<std::size_t>(*writer_, [q = std::string(queue), force,
+                                          audit = audit_actor()](Db& db) {
+      EventLog ev(audit.get());
+      std::size_t n = do_obliterate(db, q, force);
+      ev.audit().queue("obliterated", q, "removed=" + std::to_string(n));
+      ev.write(db);
+      return n;
     });
   }
 
   awaitable<void> set_rate_limit(std::string_view queue, RateLimit limit) override {
     validate_limit(limit);
-    return run_on<void>(*writer_, [q = std::string(queue), limit](Db& db) {
+    return run_on<void>(*writer_, [q = std::string(queue), limit, audit = audit_actor()](Db& db) {
+      EventLog ev(audit.get());
       do_set_rate_limit(db, q, limit);
+      ev.audit().queue("rate-limited", q, AuditEntries::rate_limit_detail(limit));
+      ev.write(db);
     });
   }
 
@@ -2386,20 +2509,32 @@ class SqliteBackend final : public Backend {
   }
 
   awaitable<void> upsert_repeatable(Repeatable r) override {
-    return run_on<void>(*writer_, [r = std::move(r)](Db& db) { do_upsert_repeatable(db, r); });
+    return run_on<void>(*writer_, [r = std::move(r), audit = audit_actor()](Db& db) {
+      EventLog ev(audit.get());
+      do_upsert_repeatable(db, r);
+      ev.audit().queue("repeatable-set", r.queue, "name=" + r.name);
+      ev.write(db);
+    });
   }
 
   awaitable<void> remove_repeatable(std::string_view queue, std::string_view name) override {
-    return run_on<void>(*writer_, [q = std::string(queue), n = std::string(name)](Db& db) {
+    return run_on<void>(*writer_, [q = std::string(queue), n = std::string(name),
+                                   audit = audit_actor()](Db& db) {
+      EventLog ev(audit.get());
       do_remove_repeatable(db, q, n);
+      ev.audit().queue("repeatable-removed", q, "name=" + n);
+      ev.write(db);
     });
   }
 
   awaitable<void> set_repeatable_paused(std::string_view queue, std::string_view name,
                                         bool paused, std::int64_t next_fire_ms) override {
     return run_on<void>(*writer_, [q = std::string(queue), n = std::string(name), paused,
-                                   next_fire_ms](Db& db) {
+                                   next_fire_ms, audit = audit_actor()](Db& db) {
+      EventLog ev(audit.get());
       do_set_repeatable_paused(db, q, n, paused, next_fire_ms);
+      ev.audit().queue(paused ? "repeatable-paused" : "repeatable-resumed", q, "name=" + n);
+      ev.write(db);
     });
   }
 
@@ -2412,8 +2547,8 @@ class SqliteBackend final : public Backend {
                                   std::int64_t expected_fire_ms, std::int64_t next_fire_ms,
                                   Job job) override {
     return run_on<bool>(*writer_, [q = std::string(queue), n = std::string(name),
-                                   expected_fire_ms, next_fire_ms, j = std::move(job)](Db& db) {
-      EventLog ev;
+                                   expected_fire_ms, next_fire_ms, j = std::move(job), audit = audit_actor()](Db& db) {
+      EventLog ev(audit.get());
       bool fired = do_fire_repeatable(db, q, n, expected_fire_ms, next_fire_ms, j, ev);
       ev.write(db);
       return fired;
@@ -2448,7 +2583,86 @@ class SqliteBackend final : public Backend {
     return purge_then_checkpoint(this, std::move(subject));
   }
 
+  // ---- Audit outbox (issue 6) ---------------------------------------------
+
+  void enable_audit_outbox(std::string actor) override {
+    std::lock_guard lock(audit_mu_);
+    if (!audit_actor_) audit_actor_ = std::make_shared<const std::string>(std::move(actor));
+  }
+
+  awaitable<std::vector<AuditOutboxRow>> read_audit_outbox(std::int64_t after_seq,
+                                                          std::size_t limit) override {
+    check_limit("outbox limit", limit, 10000);
+    return run_on<std::vector<AuditOutboxRow>>(*reader_, [after_seq, limit](Db& db) {
+      std::vector<AuditOutboxRow> out;
+      Stmt s(db, "SELECT seq, entries FROM audit_outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+      s.bind(1, after_seq).bind(2, static_cast<std::int64_t>(limit));
+      while (s.step()) {
+        AuditOutboxRow r;
+        r.seq = s.i64(0);
+        r.events = decode_audit_entries(s.view(1));
+        out.push_back(std::move(r));
+      }
+      return out;
+    });
+  }
+
+  // One delete at a time rides in the writer's next batch (group commit):
+  // no transaction of its own, and nobody waits for it.
+  void trim_audit_outbox(std::int64_t through_seq) override {
+    std::int64_t seen = trim_wanted_.load();
+    while (seen < through_seq && !trim_wanted_.compare_exchange_weak(seen, through_seq)) {
+    }
+    if (trim_pending_.exchange(true)) return;
+    writer_->submit(std::make_unique<TrimOp>(trim_wanted_, trim_pending_));
+  }
+
+  std::string store_id() const override { return store_id_; }
+
  private:
+  // The outbox actor for a write being submitted now (null: the outbox is
+  // off): the calling decorator's (core/audit_actor.hpp), else the default.
+  std::shared_ptr<const std::string> audit_actor() const {
+    std::shared_ptr<const std::string> actor;
+    {
+      std::lock_guard lock(audit_mu_);
+      actor = audit_actor_;
+    }
+    const std::string* now = core::current_audit_actor();
+    if (!actor || !now || *now == *actor) return actor;
+    return std::make_shared<const std::string>(*now);
+  }
+
+  // Deletes the outbox rows up to the latest trim_audit_outbox() bound.
+  class TrimOp final : public Op {
+   public:
+    TrimOp(std::atomic<std::int64_t>& wanted, std::atomic<bool>& pending)
+        : wanted_(wanted), pending_(pending) {}
+    void execute(Db& db) override {
+      pending_ = false;  // a later trim submits another op
+      try {
+        Stmt s(db, "DELETE FROM audit_outbox WHERE seq <= ?1");
+        s.bind(1, wanted_.load()).run();
+      } catch (...) {
+        failed_ = true;  // left for the next trim; relaying skips them anyway
+      }
+    }
+    void fail(std::exception_ptr) override { failed_ = true; }
+    void complete() override {}
+    bool failed() const override { return failed_; }
+
+   private:
+    std::atomic<std::int64_t>& wanted_;
+    std::atomic<bool>& pending_;
+    bool failed_ = false;
+  };
+
+  mutable std::mutex audit_mu_;
+  std::shared_ptr<const std::string> audit_actor_;  // GUARDED_BY(audit_mu_)
+  std::atomic<std::int64_t> trim_wanted_{0};
+  std::atomic<bool> trim_pending_{false};
+  std::string store_id_;
+
   // A coroutine with plain value parameters (see run_on about GCC 12). The
   // scrub runs on its own connection, outside any transaction.
   static awaitable<PurgeResult> purge_then_checkpoint(SqliteBackend* self, std::string subject) {

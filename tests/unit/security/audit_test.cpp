@@ -618,3 +618,142 @@ queues = ["mail"]
 
 }  // namespace
 }  // namespace asyncmq::testing
+
+namespace asyncmq::testing {
+namespace {
+
+// ---- relaying a backend's outbox (AuditLog::append_outbox) ----
+
+AuditOutboxRow outbox_row(std::int64_t seq, std::size_t events) {
+  AuditOutboxRow r;
+  r.seq = seq;
+  for (std::size_t i = 0; i < events; ++i)
+    r.events.emplace_back("added", "tester", "job-" + std::to_string(seq) + "-" + std::to_string(i), "q");
+  return r;
+}
+
+std::vector<std::string> jobs_in(const fs::path& log) {
+  std::vector<std::string> out;
+  for (const auto& line : read_lines(log)) {
+    auto r = audit_from_json_line(line);
+    EXPECT_TRUE(r) << line;
+    if (r) out.push_back(r->event.job);
+  }
+  return out;
+}
+
+TEST_F(AuditTest, RelayedRecordsNameTheirSourceUnderTheMac) {
+  auto log = open();
+  std::vector<AuditOutboxRow> rows{outbox_row(7, 2)};
+  EXPECT_EQ(log->append_outbox("s1", rows), 7);
+  log->close();
+  auto lines = read_lines(log_path());
+  ASSERT_EQ(lines.size(), 2u);
+  auto r = audit_from_json_line(lines[1]);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->source, "s1:7:1");
+  EXPECT_EQ(audit_to_json_line(*r), lines[1]);
+  AuditRecord plain = *r;
+  plain.source.clear();
+  EXPECT_NE(audit_canonical(plain), audit_canonical(*r));
+  EXPECT_TRUE(verify().intact);
+  // Pointing a record at another outbox row is a change like any other.
+  auto at = lines[1].find("\"src\":\"s1:7:1\"");
+  ASSERT_NE(at, std::string::npos);
+  lines[1].replace(at, 14, "\"src\":\"s1:8:1\"");
+  write_lines(log_path(), lines);
+  expect_problem(verify(), Kind::changed, 2);
+}
+
+TEST_F(AuditTest, RelayingSkipsWhatTheChainHoldsAcrossReopens) {
+  std::vector<AuditOutboxRow> rows{outbox_row(1, 2), outbox_row(3, 1)};
+  {
+    auto log = open();
+    EXPECT_EQ(log->append_outbox("s1", rows), 3);
+    EXPECT_EQ(log->append_outbox("s1", rows), 3);  // nothing new
+    log->append(AuditEvent("denied", "x", "", "q"));  // a direct append between
+    rows.push_back(outbox_row(4, 1));
+    EXPECT_EQ(log->append_outbox("s1", rows), 4);
+  }
+  // A new writer (a restarted process) finds the cursor in the log itself.
+  rows.push_back(outbox_row(9, 1));
+  {
+    auto log = open();
+    EXPECT_EQ(log->append_outbox("s1", rows), 9);
+    // Another store's rows are its own.
+    EXPECT_EQ(log->append_outbox("s2", rows), 9);
+  }
+  std::vector<std::string> want = {"job-1-0", "job-1-1", "job-3-0", "", "job-4-0", "job-9-0",
+                                   "job-1-0", "job-1-1", "job-3-0", "job-4-0", "job-9-0"};
+  EXPECT_EQ(jobs_in(log_path()), want);
+  EXPECT_TRUE(verify().intact);
+}
+
+// A crash inside the append's write can leave some of a row's records
+// complete: the relay resumes after the last complete one, and says the row
+// is not done until it is.
+TEST_F(AuditTest, RelayResumesInsideARowAfterAShortWrite) {
+  std::vector<AuditOutboxRow> rows{outbox_row(5, 3)};
+  {
+    auto log = open();
+    log->append_outbox("s1", rows);
+  }
+  auto lines = read_lines(log_path());
+  ASSERT_EQ(lines.size(), 3u);
+  lines.pop_back();
+  write_lines(log_path(), lines);  // as if the write ended after two lines ...
+  std::ofstream(cp_path(), std::ios::trunc).close();  // ... before any checkpoint
+  {
+    auto log = open();
+    EXPECT_EQ(log->append_outbox("s1", rows), 5);
+  }
+  EXPECT_EQ(jobs_in(log_path()), (std::vector<std::string>{"job-5-0", "job-5-1", "job-5-2"}));
+  EXPECT_TRUE(verify().intact);
+}
+
+// Two writers on one log relaying one store (two processes): each sees what
+// the other relayed, also after it started tracking the store.
+TEST_F(AuditTest, RelayersOnOneLogSeeEachOthersRecords) {
+  auto a = open();
+  auto b = open();
+  std::vector<AuditOutboxRow> rows{outbox_row(1, 1)};
+  EXPECT_EQ(b->append_outbox("s1", rows), 1);  // b tracks s1 from here
+  rows.push_back(outbox_row(2, 1));
+  EXPECT_EQ(a->append_outbox("s1", rows), 2);  // a finds row 1 by reading back
+  rows.push_back(outbox_row(3, 2));
+  EXPECT_EQ(b->append_outbox("s1", rows), 3);  // b reads what a appended
+  EXPECT_EQ(a->append_outbox("s1", rows), 3);
+  a->close();
+  b->close();
+  EXPECT_EQ(jobs_in(log_path()), (std::vector<std::string>{"job-1-0", "job-2-0", "job-3-0", "job-3-1"}));
+  EXPECT_TRUE(verify().intact);
+}
+
+TEST_F(AuditTest, RelayedRecordsAreTamperEvidentLikeAnyOther) {
+  std::vector<AuditOutboxRow> rows;
+  for (int i = 1; i <= 6; ++i) rows.push_back(outbox_row(i, 1));
+  {
+    auto log = open();
+    log->append_outbox("s1", rows);
+  }
+  const auto good = read_lines(log_path());
+  auto lines = good;
+  lines.erase(lines.begin() + 2);
+  write_lines(log_path(), lines);
+  expect_problem(verify(), Kind::removed, 3);
+  lines = good;
+  std::swap(lines[1], lines[2]);
+  write_lines(log_path(), lines);
+  expect_problem(verify(), Kind::reordered, 2);
+  lines = good;
+  lines.insert(lines.begin() + 3, good[1]);  // a copy of record 2 after record 3
+  write_lines(log_path(), lines);
+  expect_problem(verify(), Kind::inserted, 4);
+  lines = good;
+  lines.resize(4);
+  write_lines(log_path(), lines);
+  expect_problem(verify(), Kind::truncated, 5);
+}
+
+}  // namespace
+}  // namespace asyncmq::testing
