@@ -48,12 +48,12 @@ for w in "${which[@]}"; do
     audit)
       echo "== audit chain, sqlite:// (a fresh chain per run)"
       keys=$work/audit-keys
-      mkdir -p "$keys"
-      "$cli" --audit-dir "$keys" audit keygen --verify-key "$work/audit-verify.key" >/dev/null
-      # Each audited run starts a fresh log, so its size is the same every round.
+      # Each audited run starts a fresh chain (new keys, empty log), so every
+      # round writes the same records from epoch 0: a reused key file would
+      # start later epochs than the fresh log's head.
       bash "$here/compare.sh" --rounds "$rounds" \
         "off=$cli --backend sqlite://$db $bench" \
-        "audited=rm -f $keys/audit.log $keys/checkpoints.log; $cli --backend sqlite://$db --audit-dir $keys $bench"
+        "audited=rm -rf $keys && mkdir -p $keys && $cli --audit-dir $keys audit keygen --verify-key $keys/verify.key >/dev/null && $cli --backend sqlite://$db --audit-dir $keys $bench"
       ;;
     policy)
       echo "== policy, sqlite:// (API key principal, TOML policy)"

@@ -8,11 +8,20 @@
 #include "core/forwarding_backend.hpp"
 #include "core/log.hpp"
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include <signal.h>
 
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 namespace asyncmq::security {
@@ -33,14 +42,27 @@ class AuditingBackend final : public core::ForwardingBackend {
       : ForwardingBackend(std::move(inner)),
         log_(std::move(log)),
         actor_(std::move(actor)),
-        kill_at_(kill_before_relay_at()) {
+        kill_at_(kill_before_relay_at()),
+        relay_work_(boost::asio::make_work_guard(relay_io_)),
+        round_done_(relay_io_, boost::asio::steady_timer::time_point::max()) {
     ForwardingBackend::inner().enable_audit_outbox(actor_);
     store_ = ForwardingBackend::inner().store_id();
+    relayer_ = std::thread([this] { relay_io_.run(); });
+  }
+
+  // Relays what is left, then stops the relay thread (before the inner
+  // backend goes: the base class destructor runs after this one).
+  ~AuditingBackend() override {
+    boost::asio::co_spawn(relay_io_, relay_rounds(), boost::asio::detached);
+    relay_work_.reset();
+    relayer_.join();
   }
 
   // Relays what an earlier process left in the outbox (it crashed between a
   // commit and its relay). Separate from the constructor: it co_awaits.
-  awaitable<void> recover() { co_await relay_rounds(); }
+  awaitable<void> recover() {
+    co_await boost::asio::co_spawn(relay_io_, relay_rounds(), boost::asio::use_awaitable);
+  }
 
   awaitable<std::vector<JobId>> enqueue(std::vector<Job> jobs) override {
     core::AuditActorScope as(actor_);
@@ -52,21 +74,21 @@ class AuditingBackend final : public core::ForwardingBackend {
   awaitable<std::vector<Job>> claim(const ClaimRequest& request) override {
     core::AuditActorScope as(actor_);
     std::vector<Job> jobs = co_await inner().claim(request);
-    if (!jobs.empty()) co_await relay();
+    if (!jobs.empty()) kick();
     co_return jobs;
   }
 
   awaitable<std::vector<bool>> finish(std::vector<Outcome> outcomes) override {
     core::AuditActorScope as(actor_);
     std::vector<bool> applied = co_await inner().finish(std::move(outcomes));
-    co_await relay();
+    kick();
     co_return applied;
   }
 
   awaitable<ReclaimResult> reclaim_expired(std::int64_t now_ms, int max_stalls) override {
     core::AuditActorScope as(actor_);
     ReclaimResult r = co_await inner().reclaim_expired(now_ms, max_stalls);
-    if (!r.requeued.empty() || !r.dead.empty()) co_await relay();
+    if (!r.requeued.empty() || !r.dead.empty()) kick();
     co_return r;
   }
 
@@ -92,7 +114,7 @@ class AuditingBackend final : public core::ForwardingBackend {
   awaitable<std::vector<JobId>> expire_due(std::int64_t now_ms) override {
     core::AuditActorScope as(actor_);
     std::vector<JobId> ids = co_await inner().expire_due(now_ms);
-    if (!ids.empty()) co_await relay();
+    if (!ids.empty()) kick();
     co_return ids;
   }
 
@@ -168,26 +190,46 @@ class AuditingBackend final : public core::ForwardingBackend {
   }
 
  private:
-  // Called after each audited call that committed a change.
-  awaitable<void> relay() {
-    // The fault-injection point: committed, nothing of it in the chain yet.
+  // The fault-injection point: committed, nothing of it in the chain yet.
+  void fault_point() {
     if (kill_at_ != 0 && relays_.fetch_add(1) + 1 == kill_at_) ::raise(SIGKILL);
-    co_await relay_rounds();
   }
 
-  // Single-flight (see the header): the first caller relays until no call
-  // asked for another round; the others return at once.
+  // After an audited call that a user or an operator makes (enqueue, the
+  // queue and job acts): returns once its records are in the chain, as the
+  // header promises for a call made alone.
+  awaitable<void> relay() {
+    fault_point();
+    co_await boost::asio::co_spawn(relay_io_, relay_rounds(), boost::asio::use_awaitable);
+  }
+
+  // After a worker's calls (claim, finish, reclaims, expiry): the records
+  // are committed in the outbox; the relay runs on the relay thread while
+  // the worker goes on. Why: waiting for the chain write on the worker's
+  // event loop put the HMAC, the JSON lines and the write(2) on its
+  // critical path for every batch (audit on/off 0.65 end to end; 0.76 with
+  // this). Nothing is lost by not waiting: the rows stay in the outbox
+  // until the chain holds them, and the destructor relays what is left.
+  void kick() {
+    fault_point();
+    boost::asio::co_spawn(relay_io_, relay_rounds(), boost::asio::detached);
+  }
+
+  // Runs on the relay thread only, as all the relay state does. A request
+  // is covered by a round that began after it was made: the first caller
+  // runs rounds while requests arrive; the others wait for theirs.
   awaitable<void> relay_rounds() {
-    {
-      std::lock_guard lock(mu_);
-      if (relaying_) {
-        again_ = true;
-        co_return;
+    const std::uint64_t ticket = ++asked_;
+    if (relaying_) {
+      while (covered_ < ticket) {
+        boost::system::error_code ec;  // operation_aborted: a round ended
+        co_await round_done_.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
       }
-      relaying_ = true;
-      again_ = false;
+      co_return;
     }
-    for (;;) {
+    relaying_ = true;
+    while (covered_ < asked_) {
+      const std::uint64_t begun = asked_;
       try {
         co_await relay_once();
       } catch (const std::exception& ex) {
@@ -195,17 +237,13 @@ class AuditingBackend final : public core::ForwardingBackend {
         core::log(core::LogLevel::error, "audit",
                   std::string("reading the audit outbox failed: ") + ex.what());
       }
-      std::lock_guard lock(mu_);
-      if (!again_) {
-        relaying_ = false;
-        co_return;
-      }
-      again_ = false;
+      covered_ = begun;
+      round_done_.cancel();
     }
+    relaying_ = false;
   }
 
   // Every committed outbox row after the cursor, in pages, into the chain.
-  // Only the relaying coroutine touches cursor_.
   awaitable<void> relay_once() {
     constexpr std::size_t kPage = 1000;
     for (;;) {
@@ -226,10 +264,15 @@ class AuditingBackend final : public core::ForwardingBackend {
   std::string store_;
   const std::uint64_t kill_at_;
   std::atomic<std::uint64_t> relays_{0};
-  std::mutex mu_;
-  bool relaying_ = false;  // GUARDED_BY(mu_)
-  bool again_ = false;     // GUARDED_BY(mu_)
+  // The relay thread and its state (touched on that thread only).
+  boost::asio::io_context relay_io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> relay_work_;
+  boost::asio::steady_timer round_done_;  // never expires; cancelled as each round ends
+  std::uint64_t asked_ = 0;    // relay requests so far
+  std::uint64_t covered_ = 0;  // requests that a finished round began after
+  bool relaying_ = false;
   std::int64_t cursor_ = 0;  // rows through it are in the chain (as far as this object knows)
+  std::thread relayer_;      // last: started once the rest exists
 };
 
 }  // namespace

@@ -64,13 +64,17 @@
 //   that rides in a later group commit; the chain and its keys stay where
 //   they were.
 //
-// Relays are single-flight per decorator: a call that finds a relay running
-// marks it dirty and returns (its records are committed in the outbox
-// already); the running relay goes round again until nothing is left, so
-// under load one outbox read and one chain write cover many calls. A call
-// made alone returns with its records in the chain. Claims that return no
-// job and housekeeping calls that changed nothing do not relay; a claim's
-// TTL expirations then ride with the next relay.
+// Relays run on the decorator's own relay thread, one round at a time: a
+// round reads every committed row after the cursor, so under load one
+// outbox read and one chain write cover many calls. A user's or an
+// operator's call (enqueue, remove, retry, pause, clean, ...) returns once
+// a round that began after it ended: its records are in the chain. A
+// worker's calls (claim, finish, reclaim_expired, expire_due) only start a
+// round and go on: their records are committed in the outbox already, and
+// waiting would put the chain write on the worker's event loop. Destroying
+// the decorator relays what is left. Claims that return no job and
+// housekeeping calls that changed nothing do not relay; a claim's TTL
+// expirations then ride with the next relay.
 //
 // Fault injection: ASYNCMQ_FAULT_KILL_BEFORE_AUDIT_RELAY=N in the
 // environment kills the process (SIGKILL) at the N-th relay, after the
@@ -78,7 +82,9 @@
 // crash point tests/fault/audit_crash_test.cpp needs.
 //
 // Thread safety: as safe as the inner backend. Lifetime: holds the inner
-// backend and the AuditLog (shared). Errors: a call's own errors, as the
+// backend and the AuditLog (shared), and owns the relay thread, joined by
+// the destructor (so do not destroy it on that thread: no callback of its
+// runs user code). Errors: a call's own errors, as the
 // inner backend throws them; relay failures are logged and counted by the
 // AuditLog, never thrown (the transition committed; its records wait).
 #pragma once

@@ -840,50 +840,6 @@ const char* const kInsert =
     "?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, "
     "?36, ?37, ?38, ?39)";
 
-// An outbox row's entries: per entry, its six fields (action, actor, job,
-// queue, subject, detail) as u32 little-endian length || bytes.
-std::string encode_audit_entries(const std::vector<AuditEvent>& events) {
-  std::string out;
-  auto put = [&out](const std::string& f) {
-    auto n = static_cast<std::uint32_t>(f.size());
-    for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
-    out += f;
-  };
-  for (const AuditEvent& e : events) {
-    put(e.action);
-    put(e.actor);
-    put(e.job);
-    put(e.queue);
-    put(e.subject);
-    put(e.detail);
-  }
-  return out;
-}
-
-std::vector<AuditEvent> decode_audit_entries(std::string_view in) {
-  std::vector<AuditEvent> out;
-  auto take = [&in](std::string& f) {
-    if (in.size() < 4) throw BackendError(errc::corrupt_store, "sqlite store: a malformed audit outbox row");
-    std::uint32_t n = 0;
-    for (int i = 0; i < 4; ++i) n |= static_cast<std::uint32_t>(static_cast<unsigned char>(in[i])) << (8 * i);
-    in.remove_prefix(4);
-    if (in.size() < n) throw BackendError(errc::corrupt_store, "sqlite store: a malformed audit outbox row");
-    f.assign(in.substr(0, n));
-    in.remove_prefix(n);
-  };
-  while (!in.empty()) {
-    AuditEvent e;
-    take(e.action);
-    take(e.actor);
-    take(e.job);
-    take(e.queue);
-    take(e.subject);
-    take(e.detail);
-    out.push_back(std::move(e));
-  }
-  return out;
-}
-
 // Events of one operation, written as few rows as possible: consecutive
 // events of one type, queue and time without detail share a row whose
 // `jobs` holds their 16-byte ids (at most kIdsPerRow). A row's events get
@@ -923,7 +879,7 @@ class EventLog {
     rows_.clear();
     if (!audit_.empty()) {
       Stmt s(db, "INSERT INTO audit_outbox(entries) VALUES(?1)");
-      s.bind_blob(1, encode_audit_entries(audit_.take())).run();
+      s.bind_blob(1, audit_.take_encoded()).run();
     }
   }
 
