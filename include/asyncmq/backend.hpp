@@ -206,10 +206,21 @@ struct ListRequest {
   std::size_t limit = 50;      // at most this many, 1..1000
 };
 
+// A job's log lines as Backend::scan read them: the first lines.size() of
+// its log, oldest first (a line's index is its position here).
+struct JobLogLines {
+  JobId id;
+  std::vector<LogLine> lines;
+};
+
 // A page of jobs in id (creation) order.
 struct JobPage {
   std::vector<Job> jobs;
   std::optional<JobId> next;  // pass as `after` to get the next page; empty at the end
+  // scan only (list leaves it empty): the log lines of the page's jobs that
+  // have any, in id order; jobs without log lines have no entry, so a page
+  // of such jobs costs nothing more.
+  std::vector<JobLogLines> logs;
 };
 
 using StateCounts = std::array<std::uint64_t, kJobStateCount>;
@@ -226,6 +237,10 @@ struct SealedRewrite {
   std::string payload, result, error;                             // to store
   std::string expected_progress;                                  // as read
   std::string progress;                                           // to store
+  // The job's first expected_logs.size() log lines (text, as read) and what
+  // they become, one for one; lines after them (appended since the read)
+  // are neither compared nor changed. Both empty: log lines left alone.
+  std::vector<std::string> expected_logs, logs;
 };
 
 struct PurgeResult {
@@ -400,12 +415,14 @@ class Backend {
   // Data protection (issue 5) ------------------------------------------------
   // Used by key rotation (`asyncmq keys reseal|retire|list`) and erasure
   // (`asyncmq purge --subject`). Like everything else here they treat
-  // payload, result, error, progress and subject as opaque bytes.
+  // payload, result, error, progress, log lines and subject as opaque bytes.
 
   // Every job of every queue, in any state, in id order, a page at a time
-  // (pass `next` back as `after`). Not a snapshot: jobs added or removed
-  // meanwhile may or may not be seen. Throws InvalidArgument if limit is
-  // outside 1..1000.
+  // (pass `next` back as `after`), with each job's log lines (JobPage::logs:
+  // all of them, however many; one more read per page, which finds nothing
+  // when no job of the page has a line). Not a snapshot across pages: jobs
+  // added or removed meanwhile may or may not be seen. Throws
+  // InvalidArgument if limit is outside 1..1000.
   virtual boost::asio::awaitable<JobPage> scan(std::optional<JobId> after,
                                                std::size_t limit) = 0;
 
@@ -416,9 +433,17 @@ class Backend {
   // both progress fields empty changes nothing of a job without progress,
   // and is refused for one with it); nothing else of the job changes (state,
   // lease and token included, so an active job's worker is not disturbed).
+  // Log lines likewise: the job's first expected_logs.size() lines must
+  // still be exactly `expected_logs` (a job with fewer lines is refused),
+  // and their texts become `logs` (times and order kept); lines appended
+  // after those are not looked at, so a worker that logs meanwhile does not
+  // make the item fail, and its new lines wait for the next pass. The item
+  // is applied whole or not at all.
   // Returns, per item, whether it was applied (false: the job is gone or one
-  // of its fields changed since it was read; read it again). One
-  // transaction; durable on return.
+  // of its fields or compared log lines changed since it was read; read it
+  // again). One transaction; durable on return.
+  // Throws InvalidArgument (and changes nothing) if an item's `logs` and
+  // `expected_logs` differ in length.
   virtual boost::asio::awaitable<std::vector<bool>> rewrite_sealed(
       std::vector<SealedRewrite> rewrites) = 0;
 

@@ -276,6 +276,27 @@ class PolicyBackend final : public core::ForwardingBackend {
     co_return page;
   }
 
+  // ----- issue 5's calls: whole-store administration -----
+  // They cross every queue and hand out sealed bytes (scan) or replace them
+  // (rewrite_sealed) or delete whole jobs (purge_subject), so a grant on
+  // some queues is not enough: the admin action on all of them ("*", as the
+  // CLI's own check asks).
+
+  awaitable<JobPage> scan(std::optional<JobId> after, std::size_t limit) override {
+    policy_->check(*who_, Action::keys, "*");
+    co_return co_await inner().scan(after, limit);
+  }
+
+  awaitable<std::vector<bool>> rewrite_sealed(std::vector<SealedRewrite> rewrites) override {
+    policy_->check(*who_, Action::keys, "*");
+    co_return co_await inner().rewrite_sealed(std::move(rewrites));
+  }
+
+  awaitable<PurgeResult> purge_subject(std::string subject) override {
+    policy_->check(*who_, Action::purge, "*");
+    co_return co_await inner().purge_subject(std::move(subject));
+  }
+
  private:
   void check_read_or_claim(std::string_view queue) {
     if (!policy_->allowed(*who_, Action::read, queue) &&

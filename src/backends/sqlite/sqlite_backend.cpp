@@ -2211,13 +2211,50 @@ JobPage do_scan(Db& db, const std::optional<JobId>& after, std::size_t limit) {
     }
     page.jobs.push_back(read_job(s));
   }
+  if (page.jobs.empty()) return page;
+  // The page's log lines in one range read of logs_job (job, rowid): the
+  // page's jobs are exactly the ids in (after, last], and the reader's
+  // transaction sees the same jobs the read above did. With no line in the
+  // range this is one index seek that finds nothing.
+  Stmt l(db, "SELECT job, time_ms, text FROM logs WHERE job > ?1 AND job <= ?2 "
+             "ORDER BY job, rowid");
+  if (after)
+    l.bind_id(1, *after);
+  else
+    l.bind_blob(1, std::string_view());
+  l.bind_id(2, page.jobs.back().id);
+  while (l.step()) {
+    JobId job = l.id(0);
+    if (page.logs.empty() || page.logs.back().id != job) page.logs.push_back(JobLogLines{job, {}});
+    page.logs.back().lines.push_back(LogLine{l.i64(1), l.str(2)});
+  }
   return page;
 }
 
+// The rowids of job `w.id`'s first w.expected_logs.size() log lines into
+// `rows`, if their texts are still exactly w.expected_logs; false if not (or
+// the job has fewer lines). Lines after them are not read.
+bool first_log_rows(Db& db, const SealedRewrite& w, std::vector<std::int64_t>& rows) {
+  rows.clear();
+  if (w.expected_logs.empty()) return true;
+  Stmt s(db, "SELECT rowid, text FROM logs WHERE job = ?1 ORDER BY rowid LIMIT ?2");
+  s.bind_id(1, w.id).bind(2, static_cast<std::int64_t>(w.expected_logs.size()));
+  while (s.step()) {
+    if (s.view(1) != w.expected_logs[rows.size()]) return false;
+    rows.push_back(s.i64(0));
+  }
+  return rows.size() == w.expected_logs.size();
+}
+
 std::vector<bool> do_rewrite_sealed(Db& db, const std::vector<SealedRewrite>& rewrites) {
+  validate_log_rewrites(rewrites);
   std::vector<bool> ok(rewrites.size());
+  std::vector<std::int64_t> log_rows;
   for (std::size_t i = 0; i < rewrites.size(); ++i) {
     const SealedRewrite& w = rewrites[i];
+    // Log lines are compared first: the row's UPDATE is the last check, and
+    // once it matched, the rest of the item is written unconditionally.
+    if (!first_log_rows(db, w, log_rows)) continue;
     Stmt s(db,
            "UPDATE jobs SET payload = ?1, result = ?2, error = ?3, progress = ?8 WHERE id = ?4 "
            "AND payload = ?5 AND result = ?6 AND error = ?7 AND progress = ?9");
@@ -2231,7 +2268,12 @@ std::vector<bool> do_rewrite_sealed(Db& db, const std::vector<SealedRewrite>& re
         .bind_blob(8, w.progress)
         .bind_blob(9, w.expected_progress);
     s.run();
-    ok[i] = sqlite3_changes(db.handle()) > 0;
+    if (sqlite3_changes(db.handle()) == 0) continue;
+    for (std::size_t k = 0; k < log_rows.size(); ++k) {
+      Stmt u(db, "UPDATE logs SET text = ?1 WHERE rowid = ?2");
+      u.bind_blob(1, w.logs[k]).bind(2, log_rows[k]).run();
+    }
+    ok[i] = true;
   }
   return ok;
 }
