@@ -35,6 +35,13 @@
 // a crash between the commit and the relay leaves them in the outbox for
 // the next relay of any process sharing the store.
 //
+// Audit table: the backend sink of the audit chain (AuditOptions::
+// backend_sink). The auditing decorator copies the chain's lines into it
+// (append_audit_chain) after writing them to the log; `asyncmq audit
+// verify --from-backend` and `audit export --from-backend` read it back
+// (read_audit_chain). Append-only: there is no call that changes or
+// deletes a line, and re-appending one is a no-op.
+//
 // Fencing: `claim` gives each active job a new lease token. `heartbeat` and
 // `finish` name the token, and a backend applies them only while the job is
 // still active under that token. A worker that lost its lease (it stalled,
@@ -480,6 +487,28 @@ class Backend {
   // write transaction, memory at once); rows left over are relayed at most
   // once anyway, because the chain remembers what it relayed.
   virtual void trim_audit_outbox(std::int64_t through_seq) = 0;
+  // Audit table (issue 6) ----------------------------------------------------
+  // Called by the auditing decorator (append) and the verifier (read).
+
+  // Appends chain lines (AuditChainLine: a record's seq and its exact JSON
+  // line), in one transaction: all or none. Idempotent by seq: a line whose
+  // seq is stored already with the same text is skipped; so a relay that
+  // re-sends lines after a crash changes nothing.
+  // Throws IntegrityError (and stores nothing of the batch) if a seq is
+  // stored with different text (the table is append-only: a line is never
+  // replaced), InvalidArgument for a seq < 1 or a text that is empty or
+  // holds a newline. Durable on return.
+  virtual boost::asio::awaitable<void> append_audit_chain(std::vector<AuditChainLine> lines) = 0;
+  // Stored lines with seq > after_seq, in seq order, at most `limit`
+  // (1..10000). Any after_seq: the verifier starts below 0, so that it sees
+  // every row, also one planted under a seq the writer never uses. Throws
+  // InvalidArgument for a bad limit.
+  virtual boost::asio::awaitable<std::vector<AuditChainLine>> read_audit_chain(
+      std::int64_t after_seq, std::size_t limit) = 0;
+  // The highest seq stored, 0 when the table is empty (where the decorator
+  // resumes copying).
+  virtual boost::asio::awaitable<std::int64_t> audit_chain_head() = 0;
+
   // The store's identity, the same for every process that opens it: random,
   // made when the store is created (SQLite: kept in the file; memory: per
   // object). The chain names the outbox rows it relayed by it.

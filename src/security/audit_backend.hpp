@@ -64,6 +64,12 @@
 //   that rides in a later group commit; the chain and its keys stay where
 //   they were.
 //
+// The backend sink (AuditOptions::backend_sink): with it on, each relay
+// round also copies the log's lines that the store's audit table lacks into
+// it (Backend::append_audit_chain, idempotent by seq), after the log write
+// and before the trim; opening the decorator catches the table up too. See
+// copy_chain_to_backend in the .cpp.
+//
 // Relays are single-flight per decorator: a call that finds a relay running
 // marks it dirty and returns (its records are committed in the outbox
 // already); the running relay goes round again until nothing is left, so

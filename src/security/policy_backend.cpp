@@ -297,6 +297,25 @@ class PolicyBackend final : public core::ForwardingBackend {
     co_return co_await inner().purge_subject(std::move(subject));
   }
 
+  // The audit table holds every queue's records: an administrator's, on
+  // every queue ("*"), like `asyncmq audit verify|export`. Appending is the
+  // auditing decorator's, below this one; through here it needs the same.
+  awaitable<void> append_audit_chain(std::vector<AuditChainLine> lines) override {
+    policy_->check(*who_, Action::audit, "*");
+    co_await inner().append_audit_chain(std::move(lines));
+  }
+
+  awaitable<std::vector<AuditChainLine>> read_audit_chain(std::int64_t after_seq,
+                                                         std::size_t limit) override {
+    policy_->check(*who_, Action::audit, "*");
+    co_return co_await inner().read_audit_chain(after_seq, limit);
+  }
+
+  awaitable<std::int64_t> audit_chain_head() override {
+    policy_->check(*who_, Action::audit, "*");
+    co_return co_await inner().audit_chain_head();
+  }
+
  private:
   void check_read_or_claim(std::string_view queue) {
     if (!policy_->allowed(*who_, Action::read, queue) &&

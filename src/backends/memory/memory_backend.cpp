@@ -728,6 +728,43 @@ class MemoryBackend final : public Backend {
 
   std::string store_id() const override { return store_id_; }
 
+  // ---- Audit table (issue 6) ------------------------------------------------
+
+  boost::asio::awaitable<void> append_audit_chain(std::vector<AuditChainLine> lines) override {
+    validate_audit_chain(lines);
+    std::lock_guard lock(mu_);
+    // Check the whole batch first: all or none.
+    std::map<std::int64_t, const std::string*> batch;
+    for (const AuditChainLine& l : lines) {
+      auto it = chain_.find(l.seq);
+      const std::string* have = it != chain_.end() ? &it->second : nullptr;
+      if (auto b = batch.find(l.seq); b != batch.end()) have = b->second;
+      if (have && *have != l.text) throw audit_chain_conflict(l.seq);
+      batch.emplace(l.seq, &l.text);
+    }
+    for (AuditChainLine& l : lines) chain_.try_emplace(l.seq, std::move(l.text));
+    co_return;
+  }
+
+  boost::asio::awaitable<std::vector<AuditChainLine>> read_audit_chain(
+      std::int64_t after_seq, std::size_t limit) override {
+    check_limit("audit table limit", limit, 10000);
+    std::lock_guard lock(mu_);
+    std::vector<AuditChainLine> out;
+    for (auto it = chain_.upper_bound(after_seq); it != chain_.end() && out.size() < limit; ++it) {
+      AuditChainLine l;
+      l.seq = it->first;
+      l.text = it->second;
+      out.push_back(std::move(l));
+    }
+    co_return out;
+  }
+
+  boost::asio::awaitable<std::int64_t> audit_chain_head() override {
+    std::lock_guard lock(mu_);
+    co_return chain_.empty() ? 0 : std::max<std::int64_t>(0, chain_.rbegin()->first);
+  }
+
  private:
   // The entries of a call, by the calling decorator's actor (read here, at
   // the start of the call's body: core/audit_actor.hpp), else the default.
@@ -1040,6 +1077,7 @@ class MemoryBackend final : public Backend {
   std::deque<AuditOutboxRow> outbox_;
   std::int64_t outbox_seq_ = 0;
   std::string store_id_;
+  std::map<std::int64_t, std::string> chain_;  // the audit table: seq -> line
 };
 
 }  // namespace

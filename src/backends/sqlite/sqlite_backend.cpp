@@ -51,6 +51,8 @@
 // many jobs moved, so counting is one small read.
 // `queues` records every queue that has held a job or been paused (and the
 // pause flag); `meta` holds the fencing-token counter and the store's id.
+// `audit_chain` is the audit table (the backend sink of the audit chain):
+// one row per chain line, keyed by seq, append-only (see kAuditChain).
 // `audit_outbox` holds, once a backend object's outbox is on, one row per
 // write op with audit entries (the op's EventLog collects them and writes
 // the row in the op's savepoint, so it commits with the transition);
@@ -2176,6 +2178,48 @@ constexpr const char* kAuditOutbox =
     "CREATE TABLE IF NOT EXISTS audit_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
     "entries BLOB NOT NULL)";
 
+// The audit table (backend.hpp "Audit table"): one row per chain line,
+// keyed by the record's seq. Created on open if missing, like the outbox, so
+// the schema version stays. The triggers hold asyncmq's own statements to
+// the append-only contract (nothing here updates or deletes a line); they
+// are no defence against whoever can write the file (who can drop them):
+// the chain's MACs and the signed checkpoints are (`audit verify
+// --from-backend`).
+constexpr const char* kAuditChain = R"sql(
+CREATE TABLE IF NOT EXISTS audit_chain (seq INTEGER PRIMARY KEY, line TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS audit_chain_no_update BEFORE UPDATE ON audit_chain
+  BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_chain_no_delete BEFORE DELETE ON audit_chain
+  BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;
+)sql";
+
+// Inside the op's savepoint: a conflict thrown here stores nothing of the batch.
+void do_append_audit_chain(Db& db, const std::vector<AuditChainLine>& lines) {
+  for (const AuditChainLine& l : lines) {
+    {
+      Stmt s(db, "INSERT INTO audit_chain(seq, line) VALUES(?1, ?2) ON CONFLICT(seq) DO NOTHING");
+      s.bind(1, l.seq).bind_text(2, l.text).run();
+    }
+    if (sqlite3_changes(db.handle()) > 0) continue;
+    Stmt q(db, "SELECT line FROM audit_chain WHERE seq = ?1");
+    q.bind(1, l.seq);
+    if (!q.step() || q.view(0) != l.text) throw audit_chain_conflict(l.seq);
+  }
+}
+
+std::vector<AuditChainLine> do_read_audit_chain(Db& db, std::int64_t after_seq, std::size_t limit) {
+  std::vector<AuditChainLine> out;
+  Stmt s(db, "SELECT seq, line FROM audit_chain WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+  s.bind(1, after_seq).bind(2, static_cast<std::int64_t>(limit));
+  while (s.step()) {
+    AuditChainLine l;
+    l.seq = s.i64(0);
+    l.text = s.str(1);
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
 // The store's random id (meta 'store_id'), made by the first opener.
 std::string read_store_id(Db& db, Env& env) {
   auto read = [&db]() -> std::optional<std::int64_t> {
@@ -2343,6 +2387,7 @@ class SqliteBackend final : public Backend {
     configure(*rdb, o.sync_full);
     wdb->exec(kSubjectIndex);
     wdb->exec(kAuditOutbox);
+    wdb->exec(kAuditChain);
     store_id_ = read_store_id(*wdb, env);
     // FAST: deleted and overwritten cells are zeroed when their page is
     // written anyway (no extra I/O), so old sealed bytes do not linger in
@@ -2660,6 +2705,29 @@ class SqliteBackend final : public Backend {
   }
 
   std::string store_id() const override { return store_id_; }
+
+  // ---- Audit table (issue 6) ------------------------------------------------
+
+  // One op of the writer: its own savepoint inside the batch's transaction.
+  awaitable<void> append_audit_chain(std::vector<AuditChainLine> lines) override {
+    validate_audit_chain(lines);
+    return run_on<void>(*writer_,
+                        [l = std::move(lines)](Db& db) { do_append_audit_chain(db, l); });
+  }
+
+  awaitable<std::vector<AuditChainLine>> read_audit_chain(std::int64_t after_seq,
+                                                         std::size_t limit) override {
+    check_limit("audit table limit", limit, 10000);
+    return run_on<std::vector<AuditChainLine>>(
+        *reader_, [after_seq, limit](Db& db) { return do_read_audit_chain(db, after_seq, limit); });
+  }
+
+  awaitable<std::int64_t> audit_chain_head() override {
+    return run_on<std::int64_t>(*reader_, [](Db& db) {
+      Stmt s(db, "SELECT max(0, coalesce(max(seq), 0)) FROM audit_chain");
+      return s.step() ? s.i64(0) : std::int64_t{0};
+    });
+  }
 
  private:
   // The outbox actor for a write being submitted now (null: the outbox is

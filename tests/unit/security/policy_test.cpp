@@ -490,5 +490,29 @@ TEST_F(PolicyClient, PrincipalAndPolicyGoTogether) {
   EXPECT_THROW(Client(backend_, env_, p), InvalidArgument);
 }
 
+// The audit table holds every queue's records: only `audit` on "*" (an
+// admin of every queue) reads it, or appends to it through a policed handle.
+TEST_F(PolicyClient, AuditTableNeedsTheAuditRoleOnEveryQueue) {
+  AuditChainLine line;
+  line.seq = 1;
+  line.text = "{\"seq\":1}";
+  sync_wait(backend_->append_audit_chain({line}));
+  for (const char* who : {"producer", "worker", "viewer"}) {
+    auto c = as(who);
+    const auto before = Policy::denials();
+    EXPECT_THROW(sync_wait(c->backend().read_audit_chain(0, 10)), PermissionDenied) << who;
+    EXPECT_THROW(sync_wait(c->backend().audit_chain_head()), PermissionDenied) << who;
+    AuditChainLine next;
+    next.seq = 2;
+    next.text = "{\"seq\":2}";
+    EXPECT_THROW(sync_wait(c->backend().append_audit_chain({next})), PermissionDenied) << who;
+    EXPECT_EQ(Policy::denials(), before + 3) << who;
+  }
+  auto admin = as("admin");
+  EXPECT_EQ(sync_wait(admin->backend().read_audit_chain(0, 10)), std::vector<AuditChainLine>{line});
+  EXPECT_EQ(sync_wait(admin->backend().audit_chain_head()), 1);
+  EXPECT_EQ(sync_wait(backend_->audit_chain_head()), 1);  // the refused appends stored nothing
+}
+
 }  // namespace
 }  // namespace asyncmq::testing
