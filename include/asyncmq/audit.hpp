@@ -95,6 +95,21 @@
 // (one write(2)): a crash of the process loses none of them. When they are
 // on disk is AuditOptions::fsync's choice (below).
 //
+// The backend sink (AuditOptions::backend_sink, off by default). The chain
+// can also live in the store: the auditing Backend copies every line of the
+// log, exactly as written, into the backend's own append-only audit table
+// (Backend::append_audit_chain), keyed by seq, in each relay round after
+// the log write. The copy is idempotent by seq (a line already there is
+// skipped, a different one under the same seq is refused), so a crash
+// between the log write and the copy only delays it: the next relay copies
+// whatever the table lacks, read from the log (AuditLog::read_lines). The
+// table is verified like the file (verify_audit with an AuditLineReader:
+// `asyncmq audit verify --from-backend`), against the same checkpoint file,
+// which stays where the writer cannot rewrite it. One store holds one
+// chain: writers of two different chains into one store are refused at the
+// first seq they disagree on (logged and counted, never thrown to the
+// caller of the transition).
+//
 // Job transitions are not appended after the fact: the auditing Backend
 // (src/security/audit_backend.hpp) has the backend write their entries into
 // its outbox in the transition's own transaction, and relays them here with
@@ -157,6 +172,14 @@ struct AuditEvent {
 struct AuditOutboxRow {
   std::int64_t seq = 0;  // increasing in commit order, never reused by the store
   std::vector<AuditEvent> events;  // in the order the transaction made them
+};
+
+// One line of the chain as a sink stores it: the record's seq and its JSON
+// line exactly as the writer rendered it (no newline).
+struct AuditChainLine {
+  std::int64_t seq = 0;
+  std::string text;
+  bool operator==(const AuditChainLine&) const = default;
 };
 
 // One record as stored.
@@ -232,6 +255,15 @@ struct AuditOptions {
   // log's lock: it must not call back into the AuditLog, and should be fast.
   // An exception from it is logged and ignored.
   std::function<void(std::string_view json_line)> hook;
+  // Also keep the chain in the backend's own audit table (see "The backend
+  // sink" above): every auditing Backend made with this log copies the
+  // log's lines into its store in each relay round. Off by default: the
+  // copy is one more write transaction per relay round (and a read of the
+  // log's new lines), on the path of every audited call, which would about
+  // double what auditing costs a worker on sqlite://; turn it on where the
+  // log's disk may not outlive the host, or to export from the store.
+  // Setting audit.backend_sink, env ASYNCMQ_AUDIT_BACKEND_SINK.
+  bool backend_sink = false;
 
   // log_path dir/audit.log, checkpoint_path dir/checkpoints.log,
   // writer_key_path dir/writer.key.
@@ -299,6 +331,17 @@ class AuditLog {
   // after close() throws Error(errc::closed). The destructor calls it.
   void close();
 
+  // Up to `limit` (1..10000) complete lines of the log with seq >
+  // after_seq, in log order, as written (what the backend sink copies). Finds
+  // the first by bisecting the file on seq (the writer appends in seq order),
+  // so a call costs a few reads whatever the log's size. Lines that are not
+  // records are left out (verify reports them). Throws InvalidArgument for
+  // a bad limit, Error(errc::closed) after close(), Error(backend_failure)
+  // for a read error.
+  std::vector<AuditChainLine> read_lines(std::uint64_t after_seq, std::size_t limit) const;
+  // AuditOptions::backend_sink as opened.
+  bool backend_sink() const;
+
   AuditHead head() const;
   std::uint64_t failures() const;  // failed writes so far
   std::uint64_t dropped() const;   // events dropped from the held queue
@@ -361,5 +404,20 @@ struct AuditVerifyReport {
 // for an unusable verify key or a missing log; everything found in the log
 // is in the report.
 AuditVerifyReport verify_audit(const AuditVerifyOptions& options);
+
+// Where verify_audit reads the lines from when they are not in a file: the
+// stored lines with seq > after_seq in seq order, at most `limit`; empty at
+// the end (Backend::read_audit_chain, run to completion). It is called
+// with the lowest int64 first (every stored line counts, whatever its
+// seq), then with the last seq it returned.
+using AuditLineReader =
+    std::function<std::vector<AuditChainLine>(std::int64_t after_seq, std::size_t limit)>;
+
+// The same walk and checks over lines from `lines` (options.log_path is not
+// used): a line's text is checked like a line of the file, and a genuine
+// record stored under a seq that is not its own counts as changed. Messages
+// name a line by the seq it is stored under ("row 7"). Throws as above, and
+// whatever `lines` throws.
+AuditVerifyReport verify_audit(const AuditVerifyOptions& options, const AuditLineReader& lines);
 
 }  // namespace asyncmq

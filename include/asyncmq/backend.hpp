@@ -35,6 +35,13 @@
 // a crash between the commit and the relay leaves them in the outbox for
 // the next relay of any process sharing the store.
 //
+// Audit table: the backend sink of the audit chain (AuditOptions::
+// backend_sink). The auditing decorator copies the chain's lines into it
+// (append_audit_chain) after writing them to the log; `asyncmq audit
+// verify --from-backend` and `audit export --from-backend` read it back
+// (read_audit_chain). Append-only: there is no call that changes or
+// deletes a line, and re-appending one is a no-op.
+//
 // Fencing: `claim` gives each active job a new lease token. `heartbeat` and
 // `finish` name the token, and a backend applies them only while the job is
 // still active under that token. A worker that lost its lease (it stalled,
@@ -206,10 +213,21 @@ struct ListRequest {
   std::size_t limit = 50;      // at most this many, 1..1000
 };
 
+// A job's log lines as Backend::scan read them: the first lines.size() of
+// its log, oldest first (a line's index is its position here).
+struct JobLogLines {
+  JobId id;
+  std::vector<LogLine> lines;
+};
+
 // A page of jobs in id (creation) order.
 struct JobPage {
   std::vector<Job> jobs;
   std::optional<JobId> next;  // pass as `after` to get the next page; empty at the end
+  // scan only (list leaves it empty): the log lines of the page's jobs that
+  // have any, in id order; jobs without log lines have no entry, so a page
+  // of such jobs costs nothing more.
+  std::vector<JobLogLines> logs;
 };
 
 using StateCounts = std::array<std::uint64_t, kJobStateCount>;
@@ -226,6 +244,10 @@ struct SealedRewrite {
   std::string payload, result, error;                             // to store
   std::string expected_progress;                                  // as read
   std::string progress;                                           // to store
+  // The job's first expected_logs.size() log lines (text, as read) and what
+  // they become, one for one; lines after them (appended since the read)
+  // are neither compared nor changed. Both empty: log lines left alone.
+  std::vector<std::string> expected_logs, logs;
 };
 
 struct PurgeResult {
@@ -400,12 +422,14 @@ class Backend {
   // Data protection (issue 5) ------------------------------------------------
   // Used by key rotation (`asyncmq keys reseal|retire|list`) and erasure
   // (`asyncmq purge --subject`). Like everything else here they treat
-  // payload, result, error, progress and subject as opaque bytes.
+  // payload, result, error, progress, log lines and subject as opaque bytes.
 
   // Every job of every queue, in any state, in id order, a page at a time
-  // (pass `next` back as `after`). Not a snapshot: jobs added or removed
-  // meanwhile may or may not be seen. Throws InvalidArgument if limit is
-  // outside 1..1000.
+  // (pass `next` back as `after`), with each job's log lines (JobPage::logs:
+  // all of them, however many; one more read per page, which finds nothing
+  // when no job of the page has a line). Not a snapshot across pages: jobs
+  // added or removed meanwhile may or may not be seen. Throws
+  // InvalidArgument if limit is outside 1..1000.
   virtual boost::asio::awaitable<JobPage> scan(std::optional<JobId> after,
                                                std::size_t limit) = 0;
 
@@ -416,9 +440,17 @@ class Backend {
   // both progress fields empty changes nothing of a job without progress,
   // and is refused for one with it); nothing else of the job changes (state,
   // lease and token included, so an active job's worker is not disturbed).
+  // Log lines likewise: the job's first expected_logs.size() lines must
+  // still be exactly `expected_logs` (a job with fewer lines is refused),
+  // and their texts become `logs` (times and order kept); lines appended
+  // after those are not looked at, so a worker that logs meanwhile does not
+  // make the item fail, and its new lines wait for the next pass. The item
+  // is applied whole or not at all.
   // Returns, per item, whether it was applied (false: the job is gone or one
-  // of its fields changed since it was read; read it again). One
-  // transaction; durable on return.
+  // of its fields or compared log lines changed since it was read; read it
+  // again). One transaction; durable on return.
+  // Throws InvalidArgument (and changes nothing) if an item's `logs` and
+  // `expected_logs` differ in length.
   virtual boost::asio::awaitable<std::vector<bool>> rewrite_sealed(
       std::vector<SealedRewrite> rewrites) = 0;
 
@@ -455,6 +487,28 @@ class Backend {
   // write transaction, memory at once); rows left over are relayed at most
   // once anyway, because the chain remembers what it relayed.
   virtual void trim_audit_outbox(std::int64_t through_seq) = 0;
+  // Audit table (issue 6) ----------------------------------------------------
+  // Called by the auditing decorator (append) and the verifier (read).
+
+  // Appends chain lines (AuditChainLine: a record's seq and its exact JSON
+  // line), in one transaction: all or none. Idempotent by seq: a line whose
+  // seq is stored already with the same text is skipped; so a relay that
+  // re-sends lines after a crash changes nothing.
+  // Throws IntegrityError (and stores nothing of the batch) if a seq is
+  // stored with different text (the table is append-only: a line is never
+  // replaced), InvalidArgument for a seq < 1 or a text that is empty or
+  // holds a newline. Durable on return.
+  virtual boost::asio::awaitable<void> append_audit_chain(std::vector<AuditChainLine> lines) = 0;
+  // Stored lines with seq > after_seq, in seq order, at most `limit`
+  // (1..10000). Any after_seq: the verifier starts below 0, so that it sees
+  // every row, also one planted under a seq the writer never uses. Throws
+  // InvalidArgument for a bad limit.
+  virtual boost::asio::awaitable<std::vector<AuditChainLine>> read_audit_chain(
+      std::int64_t after_seq, std::size_t limit) = 0;
+  // The highest seq stored, 0 when the table is empty (where the decorator
+  // resumes copying).
+  virtual boost::asio::awaitable<std::int64_t> audit_chain_head() = 0;
+
   // The store's identity, the same for every process that opens it: random,
   // made when the store is created (SQLite: kept in the file; memory: per
   // object). The chain names the outbox rows it relayed by it.

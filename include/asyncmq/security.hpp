@@ -319,9 +319,10 @@ class GuardRefused : public InvalidArgument {
 void check_payload(const GuardLimits& limits, std::string_view queue, std::string_view json);
 
 // A Codec that checks every payload (Field::payload) with check_payload
-// under the queue's limits before passing it to `inner`; results and error
-// messages are not guarded, but error messages are redacted (redact_text)
-// before `inner` stores them. Decoding is `inner`'s. Lifetime: holds
+// under the queue's limits before passing it to `inner`; results, error
+// messages and log lines are not guarded, but error messages and log lines
+// (Field::error, Field::log) are redacted (redact_text) before `inner`
+// stores them. Decoding is `inner`'s. Lifetime: holds
 // `inner`. Thread safety: safe concurrently (the Codec contract).
 // REQUIRES: inner != nullptr.
 std::shared_ptr<Codec> make_guarded_codec(std::shared_ptr<Codec> inner, GuardOptions options = {});

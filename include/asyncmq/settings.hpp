@@ -8,7 +8,8 @@
 //      with '.' as '_' (backend.uri -> ASYNCMQ_BACKEND_URI, log.level ->
 //      ASYNCMQ_LOG_LEVEL, security.key_file -> ASYNCMQ_SECURITY_KEY_FILE,
 //      guards.max_depth -> ASYNCMQ_GUARDS_MAX_DEPTH, audit.dir ->
-//      ASYNCMQ_AUDIT_DIR). Older names are kept: ASYNCMQ_BACKEND,
+//      ASYNCMQ_AUDIT_DIR, audit.backend_sink ->
+//      ASYNCMQ_AUDIT_BACKEND_SINK). Older names are kept: ASYNCMQ_BACKEND,
 //      ASYNCMQ_KEY_FILE, ASYNCMQ_POLICY and ASYNCMQ_API_KEYS (the
 //      ASYNCMQ_<SECTION>_<KEY> name wins when both are set). Lists are
 //      comma-separated; booleans are true/false/1/0/yes/no.
@@ -43,6 +44,8 @@
 //   api_keys_file = "asyncmq-api-keys.json"  # the API key store
 //   [audit]
 //   dir = ""                         # set: write the audit trail there
+//   backend_sink = false             # also keep the chain in the store's
+//                                    # audit table (AuditOptions::backend_sink)
 //
 // Per-queue guard tables are read from the file only. A key the table does
 // not know, a value of the wrong type or a malformed value is refused with
@@ -75,6 +78,7 @@ struct Settings {
   std::string policy_file;
   std::string api_keys_file = "asyncmq-api-keys.json";
   std::string audit_dir;
+  bool audit_backend_sink = false;  // AuditOptions::backend_sink
 
   // The settings file read; empty if none.
   std::string config_file;

@@ -6,11 +6,20 @@
 // (--audit-checkpoints: put it where the writer cannot rewrite it). The
 // verify key (the chain's seed) belongs to the auditor, not to this
 // directory: `keygen` writes it where --verify-key says.
+//
+// --from-backend (verify, export): read the chain's lines from the store's
+// audit table (the backend sink, setting audit.backend_sink) instead of the
+// log file; verify still checks them against the checkpoint file. The store
+// is opened without the audit trail (a verifier holds no writer key) and,
+// with a principal, behind the policy: the table needs `audit` on "*".
 #include <asyncmq/audit.hpp>
+#include <asyncmq/backend.hpp>
 #include <asyncmq/env.hpp>
 #include <asyncmq/error.hpp>
+#include <asyncmq/sync.hpp>
 
 #include "cli/cli_common.hpp"
+#include "security/policy_backend.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -23,6 +32,7 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <limits>
 
 namespace asyncmq::cli {
 namespace {
@@ -45,6 +55,21 @@ Paths audit_paths(const Context& ctx) {
   if (!ctx.audit_checkpoints.empty()) p.checkpoints = ctx.audit_checkpoints;
   if (!ctx.audit_key.empty()) p.writer_key = ctx.audit_key;
   return p;
+}
+
+// The store whose audit table --from-backend reads: must exist, no audit
+// trail of its own, the policy in front when a principal is attached.
+std::shared_ptr<Backend> open_audit_table(const Context& ctx) {
+  preflight_backend(ctx.backend_uri, Access::must_exist);
+  std::shared_ptr<Backend> b = open_backend(ctx.backend_uri, Env::system());
+  if (ctx.principal && ctx.policy) b = security::make_policy_backend(b, ctx.principal, ctx.policy);
+  return b;
+}
+
+AuditLineReader table_reader(const std::shared_ptr<Backend>& b) {
+  return [b](std::int64_t after_seq, std::size_t limit) {
+    return sync_wait(b->read_audit_chain(after_seq, limit));
+  };
 }
 
 struct KeygenArgs {
@@ -81,6 +106,7 @@ struct VerifyArgs {
   std::string checkpoints;
   std::size_t from = 0;
   bool allow_unanchored = false;
+  bool from_backend = false;
 };
 
 int do_verify(const Context& ctx, const VerifyArgs& a) {
@@ -90,12 +116,16 @@ int do_verify(const Context& ctx, const VerifyArgs& a) {
   o.verify_key_path = a.verify_key;
   o.log_path = a.log.empty() ? p.log : fs::path(a.log);
   o.checkpoint_path = a.checkpoints.empty() ? p.checkpoints : fs::path(a.checkpoints);
-  if (o.log_path.empty()) throw InvalidArgument("audit verify needs --log or --audit-dir");
+  if (a.from_backend && !a.log.empty())
+    throw InvalidArgument("audit verify: --log and --from-backend exclude each other");
+  if (o.log_path.empty() && !a.from_backend)
+    throw InvalidArgument("audit verify needs --log, --audit-dir or --from-backend");
   if (o.checkpoint_path.empty())
     throw InvalidArgument("audit verify needs --checkpoints, --audit-checkpoints or --audit-dir");
   if (a.from > 0) o.from_checkpoint = a.from;
   o.allow_unanchored = a.allow_unanchored;
-  AuditVerifyReport r = verify_audit(o);
+  AuditVerifyReport r =
+      a.from_backend ? verify_audit(o, table_reader(open_audit_table(ctx))) : verify_audit(o);
   if (ctx.json) {
     boost::json::object out;
     out["intact"] = r.intact;
@@ -153,6 +183,7 @@ std::optional<std::int64_t> parse_utc(const std::string& s) {
 struct ExportArgs {
   std::string since;
   std::string log;
+  bool from_backend = false;
 };
 
 int do_export(const Context& ctx, const ExportArgs& a) {
@@ -169,21 +200,37 @@ int do_export(const Context& ctx, const ExportArgs& a) {
                             "2026-11-25T14:00:00Z");
     }
   }
-  fs::path log = a.log.empty() ? audit_paths(ctx).log : fs::path(a.log);
-  if (log.empty()) throw InvalidArgument("audit export needs --log or --audit-dir");
-  std::ifstream in(log, std::ios::binary);
-  if (!in) throw NotFound("audit log " + log.string() + " cannot be read");
-  std::string line;
-  std::size_t n = 0, bad = 0;
-  while (std::getline(in, line)) {
-    ++n;
+  if (a.from_backend && !a.log.empty())
+    throw InvalidArgument("audit export: --log and --from-backend exclude each other");
+  std::size_t bad = 0;
+  auto emit = [&](std::string_view line) {
     auto r = audit_from_json_line(line);
     if (!r) {
       ++bad;
-      continue;
+      return;
     }
-    if (r->seq < since_seq || r->time_ms < since_ms) continue;
+    if (r->seq < since_seq || r->time_ms < since_ms) return;
     std::cout << audit_to_json_line(*r) << '\n';
+  };
+  if (a.from_backend) {
+    AuditLineReader read = table_reader(open_audit_table(ctx));
+    // From just below --since: the table is keyed by seq (a time still
+    // filters every line).
+    std::int64_t after = since_seq > 0 ? static_cast<std::int64_t>(since_seq) - 1
+                                       : std::numeric_limits<std::int64_t>::min();
+    for (;;) {
+      std::vector<AuditChainLine> page = read(after, 1000);
+      if (page.empty()) break;
+      for (const AuditChainLine& l : page) emit(l.text);
+      after = page.back().seq;
+    }
+  } else {
+    fs::path log = a.log.empty() ? audit_paths(ctx).log : fs::path(a.log);
+    if (log.empty()) throw InvalidArgument("audit export needs --log, --audit-dir or --from-backend");
+    std::ifstream in(log, std::ios::binary);
+    if (!in) throw NotFound("audit log " + log.string() + " cannot be read");
+    std::string line;
+    while (std::getline(in, line)) emit(line);
   }
   std::cout.flush();
   if (bad) {
@@ -201,6 +248,7 @@ std::shared_ptr<AuditLog> open_audit_log(const Context& ctx) {
   AuditOptions o = AuditOptions::in_dir(ctx.audit_dir);
   o.checkpoint_path = p.checkpoints;
   o.writer_key_path = p.writer_key;
+  o.backend_sink = ctx.settings.audit_backend_sink;
   return AuditLog::open(std::move(o), Env::system());
 }
 
@@ -242,6 +290,9 @@ void add_audit_commands(CLI::App& app, Context& ctx) {
       ->check(CLI::PositiveNumber);
   verify->add_flag("--allow-unanchored", va->allow_unanchored,
                    "accept good records after the last checkpoint (a live log)");
+  verify->add_flag("--from-backend", va->from_backend,
+                   "walk the store's audit table (setting audit.backend_sink) instead of the log "
+                   "file; needs the audit role");
   verify->callback([&ctx, va] { ctx.action = [&ctx, va] { return do_verify(ctx, *va); }; });
 
   auto ea = std::make_shared<ExportArgs>();
@@ -249,6 +300,9 @@ void add_audit_commands(CLI::App& app, Context& ctx) {
       "export", "print records as JSON lines, for ELK or Splunk (does not verify them)");
   exp->add_option("--since", ea->since, "from this sequence number, or this UTC time (2026-11-25T14:00:00Z)");
   exp->add_option("--log", ea->log, "audit log (default DIR/audit.log)");
+  exp->add_flag("--from-backend", ea->from_backend,
+                "read the store's audit table (setting audit.backend_sink) instead of the log "
+                "file; needs the audit role");
   exp->callback([&ctx, ea] { ctx.action = [&ctx, ea] { return do_export(ctx, *ea); }; });
 }
 

@@ -128,6 +128,7 @@ int do_list(const Context& ctx) {
                                   : boost::json::value(nullptr);
       if (usage) {
         o["jobs"] = count_of(usage->jobs_by_key, k.id);
+        o["log_jobs"] = count_of(usage->log_jobs_by_key, k.id);  // of `jobs`
         o["subject_keys"] = count_of(usage->subject_keys_by_key, k.id);
       }
       arr.push_back(std::move(o));
@@ -137,22 +138,24 @@ int do_list(const Context& ctx) {
     doc["index_key"] = p.keys->has_index_key();
     if (usage) {
       doc["jobs_scanned"] = usage->jobs;
+      doc["log_lines_scanned"] = usage->log_lines;
       doc["subject_sealed_jobs"] = usage->subject_jobs;
       doc["unsealed_jobs"] = usage->unsealed_jobs;
     }
     print_json(doc);
     return kExitOk;
   }
-  Table t({"ID", "STATE", "CREATED", "JOBS", "SUBJECT-KEYS"});
+  Table t({"ID", "STATE", "CREATED", "JOBS", "BY-LOGS", "SUBJECT-KEYS"});
   for (const auto& k : keys) {
     t.add({k.id, std::string(to_string(k.state)), format_time_ms(k.created_ms),
            usage ? std::to_string(count_of(usage->jobs_by_key, k.id)) : "-",
+           usage ? std::to_string(count_of(usage->log_jobs_by_key, k.id)) : "-",
            usage ? std::to_string(count_of(usage->subject_keys_by_key, k.id)) : "-"});
   }
   t.print(std::cout);
   if (usage) {
-    std::cout << usage->jobs << " stored jobs; " << usage->subject_jobs
-              << " sealed under their subject's key";
+    std::cout << usage->jobs << " stored jobs with " << usage->log_lines << " log lines; "
+              << usage->subject_jobs << " sealed under their subject's key";
     if (usage->unsealed_jobs) std::cout << "; " << usage->unsealed_jobs << " not sealed";
     std::cout << '\n';
   }
@@ -172,10 +175,17 @@ int do_retire(const Context& ctx, const std::string& id) {
   Protection p = load_protection(ctx);
   if (auto usage = usage_if_store(ctx, p)) {
     std::uint64_t jobs = count_of(usage->jobs_by_key, id);
+    std::uint64_t log_jobs = count_of(usage->log_jobs_by_key, id);
     std::uint64_t subject_keys = count_of(usage->subject_keys_by_key, id);
     if (jobs || subject_keys) {
+      // Log lines named apart: a job whose row is under the new key (a
+      // reseal from before log lines were walked) can still need the old
+      // one through its lines alone, which the job count does not show.
+      std::string by_logs;
+      if (log_jobs)
+        by_logs = " (" + std::to_string(log_jobs) + " of the jobs through their log lines)";
       throw Conflict("key '" + id + "' is still needed by " + std::to_string(jobs) +
-                     " stored jobs and " + std::to_string(subject_keys) +
+                     " stored jobs" + by_logs + " and " + std::to_string(subject_keys) +
                      " subject keys; run 'asyncmq keys reseal' first");
     }
   }
@@ -239,6 +249,7 @@ int do_reseal(const Context& ctx, std::size_t batch) {
                 {"passes", r.passes},
                 {"complete", r.complete},
                 {"scanned", r.last.scanned},
+                {"log_lines_scanned", r.last.log_lines_scanned},
                 {"unopenable", r.last.unopenable},
                 {"conflicts", r.last.conflicts},
                 {"subject_keys_rewrapped", r.subject_keys.rewrapped},
@@ -246,12 +257,12 @@ int do_reseal(const Context& ctx, std::size_t batch) {
   } else {
     std::cout << "re-sealed " << r.resealed << " jobs under key '" << primary << "' in "
               << r.passes << (r.passes == 1 ? " pass" : " passes") << "; " << r.last.scanned
-              << " jobs checked";
+              << " jobs and " << r.last.log_lines_scanned << " log lines checked";
     if (r.subject_keys.rewrapped) std::cout << "; " << r.subject_keys.rewrapped << " subject keys re-wrapped";
     std::cout << '\n';
     if (r.last.unopenable)
-      std::cout << r.last.unopenable << " fields failed to open and were left as they are "
-                << "(see 'asyncmq keys list')\n";
+      std::cout << r.last.unopenable << " jobs have a field or log line that failed to open; "
+                << "they were left as they are (see 'asyncmq keys list')\n";
     if (r.subject_keys.failed)
       std::cout << r.subject_keys.failed << " subject keys failed to open and were left\n";
     if (!r.complete)

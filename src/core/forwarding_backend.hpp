@@ -148,6 +148,16 @@ class ForwardingBackend : public Backend {
     inner_->trim_audit_outbox(through_seq);
   }
   std::string store_id() const override { return inner_->store_id(); }
+  boost::asio::awaitable<void> append_audit_chain(std::vector<AuditChainLine> lines) override {
+    return inner_->append_audit_chain(std::move(lines));
+  }
+  boost::asio::awaitable<std::vector<AuditChainLine>> read_audit_chain(
+      std::int64_t after_seq, std::size_t limit) override {
+    return inner_->read_audit_chain(after_seq, limit);
+  }
+  boost::asio::awaitable<std::int64_t> audit_chain_head() override {
+    return inner_->audit_chain_head();
+  }
 
  protected:
   Backend& inner() const { return *inner_; }

@@ -70,6 +70,9 @@ const std::vector<Spec>& specs() {
       ASYNCMQ_TEXT("policy.file", policy_file),
       ASYNCMQ_TEXT("auth.api_keys_file", api_keys_file),
       ASYNCMQ_TEXT("audit.dir", audit_dir),
+      Spec{"audit.backend_sink", SettingKind::flag,
+           [](const Settings& s) -> Value { return s.audit_backend_sink; },
+           [](Settings& s, const Value& v) { s.audit_backend_sink = std::get<bool>(v); }},
   };
   return table;
 }

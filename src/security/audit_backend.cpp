@@ -61,7 +61,7 @@ class AuditingBackend final : public core::ForwardingBackend {
   // Relays what an earlier process left in the outbox (it crashed between a
   // commit and its relay). Separate from the constructor: it co_awaits.
   awaitable<void> recover() {
-    co_await boost::asio::co_spawn(relay_io_, relay_rounds(), boost::asio::use_awaitable);
+    co_await boost::asio::co_spawn(relay_io_, recover_on_relay_thread(), boost::asio::use_awaitable);
   }
 
   awaitable<std::vector<JobId>> enqueue(std::vector<Job> jobs) override {
@@ -243,6 +243,11 @@ class AuditingBackend final : public core::ForwardingBackend {
     relaying_ = false;
   }
 
+  awaitable<void> recover_on_relay_thread() {
+    co_await relay_rounds();
+    co_await copy_chain_to_backend();  // also when the outbox was empty
+  }
+
   // Every committed outbox row after the cursor, in pages, into the chain.
   awaitable<void> relay_once() {
     constexpr std::size_t kPage = 1000;
@@ -250,6 +255,7 @@ class AuditingBackend final : public core::ForwardingBackend {
       std::vector<AuditOutboxRow> rows = co_await inner().read_audit_outbox(cursor_, kPage);
       if (rows.empty()) co_return;
       std::int64_t through = log_->append_outbox(store_, rows);
+      co_await copy_chain_to_backend();  // before the trim: see copy_chain_to_backend
       if (through > cursor_) {
         cursor_ = through;
         inner().trim_audit_outbox(through);
@@ -257,6 +263,61 @@ class AuditingBackend final : public core::ForwardingBackend {
       // A failed append leaves the cursor short of the rows: stop, retry later.
       if (rows.size() < kPage || through < rows.back().seq) co_return;
     }
+  }
+
+  // The backend sink (AuditOptions::backend_sink): copies the log's lines
+  // that the store's audit table lacks into it, in pages, each page one
+  // append_audit_chain (one transaction). The source is the log, not this
+  // round's outbox rows, so the table also gets the records appended
+  // directly (denials, key changes) and those of other processes sharing
+  // the log, and a crash between the log write and the copy (or a failed
+  // copy) loses nothing: the next round copies from where the table ends,
+  // and re-sent lines are no-ops (idempotent by seq). It runs after the log
+  // write and before the trim, so whatever this round relayed is in both
+  // sinks by the time its outbox rows may go. A failure is logged (once
+  // until the copy works again) and never thrown: the transition committed
+  // and its record is in the log. Only the relaying coroutine (and
+  // recover(), before the object is shared) calls it.
+  awaitable<void> copy_chain_to_backend() {
+    if (!log_->backend_sink()) co_return;
+    constexpr std::size_t kPage = 1000;
+    try {
+      if (table_head_ < 0) table_head_ = co_await table_head_of_this_chain();
+      for (;;) {
+        std::vector<AuditChainLine> lines =
+            log_->read_lines(static_cast<std::uint64_t>(table_head_), kPage);
+        if (lines.empty()) break;
+        const std::int64_t last = lines.back().seq;
+        const bool more = lines.size() == kPage;
+        co_await inner().append_audit_chain(std::move(lines));
+        table_head_ = last;
+        if (!more) break;
+      }
+      sink_failing_ = false;
+    } catch (const std::exception& ex) {
+      table_head_ = -1;  // read the table's head again next time
+      if (!sink_failing_)
+        core::log(core::LogLevel::error, "audit",
+                  std::string("copying the audit chain into the backend's audit table failed "
+                              "(the records are in the log; the copy is retried at each relay): ") +
+                      ex.what());
+      sink_failing_ = true;
+    }
+  }
+
+  // The audit table's last seq, after checking that its line there is
+  // this log's: a store holds one chain, and copying on after another
+  // chain's head would splice two chains. Throws IntegrityError if not.
+  awaitable<std::int64_t> table_head_of_this_chain() {
+    std::int64_t head = co_await inner().audit_chain_head();
+    if (head == 0) co_return 0;
+    std::vector<AuditChainLine> theirs = co_await inner().read_audit_chain(head - 1, 1);
+    std::vector<AuditChainLine> mine = log_->read_lines(static_cast<std::uint64_t>(head - 1), 1);
+    if (theirs.empty() || mine.empty() || !(theirs[0] == mine[0]))
+      throw IntegrityError("the store's audit table ends at seq " + std::to_string(head) +
+                           " with a line this log does not hold (another chain's, or the log "
+                           "was replaced); not copying into it");
+    co_return head;
   }
 
   std::shared_ptr<AuditLog> log_;
@@ -272,6 +333,8 @@ class AuditingBackend final : public core::ForwardingBackend {
   std::uint64_t covered_ = 0;  // requests that a finished round began after
   bool relaying_ = false;
   std::int64_t cursor_ = 0;  // rows through it are in the chain (as far as this object knows)
+  std::int64_t table_head_ = -1;  // the audit table holds the chain through it; -1: read it
+  bool sink_failing_ = false;     // the last copy failed (and was logged)
   std::thread relayer_;      // last: started once the rest exists
 };
 

@@ -64,6 +64,12 @@
 //   that rides in a later group commit; the chain and its keys stay where
 //   they were.
 //
+// The backend sink (AuditOptions::backend_sink): with it on, each relay
+// round also copies the log's lines that the store's audit table lacks into
+// it (Backend::append_audit_chain, idempotent by seq), after the log write
+// and before the trim; opening the decorator catches the table up too. See
+// copy_chain_to_backend in the .cpp.
+//
 // Relays run on the decorator's own relay thread, one round at a time: a
 // round reads every committed row after the cursor, so under load one
 // outbox read and one chain write cover many calls. A user's or an

@@ -47,6 +47,7 @@
 #include <charconv>
 #include <condition_variable>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -675,6 +676,80 @@ struct AuditLog::Impl {
     return it->second;
   }
 
+  // ---- reading lines back (read_lines: the backend sink's source) ----
+
+  // The bytes [off, off + n) of the log. REQUIRES: off + n <= log_seen.
+  std::string read_at(off_t off, std::size_t n) const {
+    std::string out(n, '\0');
+    ssize_t got = ::pread(log_fd, out.data(), n, off);
+    if (got != static_cast<ssize_t>(n)) io_error(opt.log_path, "read failed");
+    return out;
+  }
+
+  // The offset of the first '\n' at or after `from`, or log_seen.
+  off_t newline_at_or_after(off_t from) const {
+    constexpr off_t kChunk = 4096;
+    while (from < log_seen) {
+      std::string chunk = read_at(from, static_cast<std::size_t>(std::min(kChunk, log_seen - from)));
+      auto i = chunk.find('\n');
+      if (i != std::string::npos) return from + static_cast<off_t>(i);
+      from += static_cast<off_t>(chunk.size());
+    }
+    return log_seen;
+  }
+
+  // The first record line that starts at or after byte `off`: its start
+  // and seq; {log_seen, max} when there is none. Lines that are not
+  // records are passed over. REQUIRES: the flock, sync().
+  std::pair<off_t, std::uint64_t> record_at_or_after(off_t off) const {
+    off_t pos = off == 0 ? 0 : newline_at_or_after(off - 1) + 1;
+    while (pos < log_seen) {
+      off_t nl = newline_at_or_after(pos);
+      if (auto r = audit_from_json_line(read_at(pos, static_cast<std::size_t>(nl - pos))))
+        return {pos, r->seq};
+      pos = nl + 1;
+    }
+    return {log_seen, std::numeric_limits<std::uint64_t>::max()};
+  }
+
+  // See AuditLog::read_lines. The writer appends in seq order, so "the
+  // record found at or after byte b has seq > after_seq" is false and then
+  // true as b grows: bisect on b for the first such record (a few dozen
+  // small reads for any log size, instead of a scan from the start), then
+  // read on. REQUIRES: mu, the flock, sync().
+  std::vector<AuditChainLine> lines_after(std::uint64_t after_seq, std::size_t limit) const {
+    std::vector<AuditChainLine> out;
+    if (after_seq >= head.seq) return out;
+    off_t lo = 0, hi = log_seen;
+    while (lo < hi) {
+      off_t mid = lo + (hi - lo) / 2;
+      if (record_at_or_after(mid).second > after_seq)
+        hi = mid;
+      else
+        lo = mid + 1;
+    }
+    off_t pos = record_at_or_after(lo).first;
+    constexpr off_t kChunk = 1 << 16;
+    std::string buf;  // bytes from pos on, not yet split
+    while (out.size() < limit && pos < log_seen) {
+      buf += read_at(pos, static_cast<std::size_t>(std::min(kChunk, log_seen - pos)));
+      pos += static_cast<off_t>(std::min(kChunk, log_seen - pos));
+      std::size_t begin = 0;
+      for (std::size_t nl; out.size() < limit && (nl = buf.find('\n', begin)) != std::string::npos;
+           begin = nl + 1) {
+        std::string_view line(buf.data() + begin, nl - begin);
+        auto r = audit_from_json_line(line);
+        if (!r || r->seq <= after_seq) continue;
+        AuditChainLine l;
+        l.seq = static_cast<std::int64_t>(r->seq);
+        l.text = std::string(line);
+        out.push_back(std::move(l));
+      }
+      buf.erase(0, begin);
+    }
+    return out;
+  }
+
   void try_flush() {
     try {
       flush_held();
@@ -843,6 +918,21 @@ void AuditLog::close() {
   ::close(m.cp_fd);
   m.log_fd = m.cp_fd = -1;
 }
+
+std::vector<AuditChainLine> AuditLog::read_lines(std::uint64_t after_seq,
+                                                 std::size_t limit) const {
+  if (limit < 1 || limit > 10000)
+    throw InvalidArgument("audit: read_lines limit " + std::to_string(limit) +
+                          " is outside [1, 10000]");
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mu);
+  if (m.closed) throw Error(errc::closed, "audit log is closed");
+  FileLock fl(m.log_fd, m.opt.log_path);
+  m.sync();  // complete lines only, and what other writers appended
+  return m.lines_after(after_seq, limit);
+}
+
+bool AuditLog::backend_sink() const { return impl_->opt.backend_sink; }
 
 AuditHead AuditLog::head() const {
   std::lock_guard lock(impl_->mu);

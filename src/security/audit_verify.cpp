@@ -17,6 +17,14 @@
 // against the records it names: a checkpoint beyond the last good record
 // means the tail was cut (truncated); records after the last checkpoint are
 // unanchored (a cut there would go unseen).
+//
+// Where the lines come from: the log file, or a backend's audit table (an
+// AuditLineReader, paged by seq). The walk is the same; a line source only
+// says how it names a line in messages ("line 7" of the file, "row 7" of
+// the table) and, for the table, the seq a line is stored under, which must
+// be its record's own (else it counts as changed: a row renumbered so that
+// a re-sent line would be stored twice). The walk reads its source twice
+// (the first pass notes where each seq appears) instead of holding it all.
 #include <asyncmq/audit.hpp>
 
 #include "security/audit_crypto.hpp"
@@ -24,6 +32,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <tuple>
 
@@ -68,14 +77,80 @@ class KeyCursor {
   std::uint64_t derived_ = 0;
 };
 
+// The chain's lines in stored order, readable twice.
+class LineSource {
+ public:
+  virtual ~LineSource() = default;
+  // Back to the first line.
+  virtual void rewind() = 0;
+  // The next line; false at the end.
+  virtual bool next(std::string& text) = 0;
+  // How messages name the line next() gave last, e.g. "line 7".
+  virtual std::string where() const = 0;
+  // The seq that line is stored under, if the store keys lines by seq.
+  virtual std::optional<std::uint64_t> stored_seq() const = 0;
+};
+
+class FileLines final : public LineSource {
+ public:
+  explicit FileLines(const std::filesystem::path& path) : path_(path) { rewind(); }
+  void rewind() override {
+    in_ = std::ifstream(path_, std::ios::binary);
+    n_ = 0;
+  }
+  bool next(std::string& text) override {
+    if (!std::getline(in_, text)) return false;
+    ++n_;
+    return true;
+  }
+  std::string where() const override { return "line " + std::to_string(n_); }
+  std::optional<std::uint64_t> stored_seq() const override { return std::nullopt; }
+
+ private:
+  std::filesystem::path path_;
+  std::ifstream in_;
+  std::size_t n_ = 0;
+};
+
+class ReaderLines final : public LineSource {
+ public:
+  explicit ReaderLines(const AuditLineReader& read) : read_(read) { rewind(); }
+  void rewind() override {
+    page_.clear();
+    at_ = 0;
+    after_ = std::numeric_limits<std::int64_t>::min();
+  }
+  bool next(std::string& text) override {
+    if (at_ == page_.size()) {
+      page_ = read_(after_, kPage);
+      at_ = 0;
+      if (page_.empty()) return false;
+      after_ = page_.back().seq;
+    }
+    current_ = page_[at_].seq;
+    text = std::move(page_[at_++].text);
+    return true;
+  }
+  std::string where() const override { return "row " + std::to_string(current_); }
+  std::optional<std::uint64_t> stored_seq() const override {
+    return static_cast<std::uint64_t>(current_);
+  }
+
+ private:
+  static constexpr std::size_t kPage = 1000;
+  const AuditLineReader& read_;
+  std::vector<AuditChainLine> page_;
+  std::size_t at_ = 0;
+  std::int64_t after_ = 0;
+  std::int64_t current_ = 0;
+};
+
 std::string range(std::uint64_t a, std::uint64_t b) {
   return a == b ? "record " + std::to_string(a)
                 : "records " + std::to_string(a) + ".." + std::to_string(b);
 }
 
-}  // namespace
-
-AuditVerifyReport verify_audit(const AuditVerifyOptions& options) {
+AuditVerifyReport verify_lines(const AuditVerifyOptions& options, LineSource& source) {
   AuditVerifyReport rep;
   std::string vtext = security::read_private_file(options.verify_key_path, "audit verify key");
   security::AuditVerifyKey vk;
@@ -146,14 +221,12 @@ AuditVerifyReport verify_audit(const AuditVerifyOptions& options) {
   }
 
   // ---- first pass: where each sequence number appears ----
-  if (!std::filesystem::exists(options.log_path))
-    throw NotFound("audit log " + options.log_path.string() + " does not exist");
   std::vector<std::pair<std::uint64_t, std::size_t>> positions;  // (seq, line), sorted
   {
-    std::ifstream in(options.log_path, std::ios::binary);
+    source.rewind();
     std::string line;
     std::size_t n = 0;
-    while (std::getline(in, line)) {
+    while (source.next(line)) {
       ++n;
       if (auto r = audit_from_json_line(line)) positions.emplace_back(r->seq, n);
     }
@@ -200,12 +273,12 @@ AuditVerifyReport verify_audit(const AuditVerifyOptions& options) {
   std::map<std::uint64_t, std::string> seen_mac;  // only seqs a checkpoint names
   std::uint64_t last_good = expected - 1;
   {
-    std::ifstream in(options.log_path, std::ios::binary);
+    source.rewind();
     std::string line;
     std::size_t n = 0;
-    while (std::getline(in, line)) {
+    while (source.next(line)) {
       ++n;
-      std::string at = " (line " + std::to_string(n) + ")";
+      std::string at = " (" + source.where() + ")";
       auto r = audit_from_json_line(line);
       if (r && r->seq <= skip_through) {
         if (r->seq == skip_through && !security::constant_time_equal(r->mac, prev))
@@ -290,6 +363,12 @@ AuditVerifyReport verify_audit(const AuditVerifyOptions& options) {
                  " (its prev MAC differs): the chain was changed before it");
         break;
       }
+      if (auto key = source.stored_seq(); key && *key != r->seq) {
+        fail(Kind::changed, expected,
+             "record " + std::to_string(expected) + at + " is stored under seq " +
+                 std::to_string(*key) + ", not its own: the table was changed");
+        break;
+      }
       if (cp_mac.count(r->seq)) seen_mac[r->seq] = r->mac;
       prev = r->mac;
       prev_epoch = r->epoch;
@@ -344,6 +423,21 @@ AuditVerifyReport verify_audit(const AuditVerifyOptions& options) {
   }
   rep.intact = !rep.problem;
   return rep;
+}
+
+}  // namespace
+
+AuditVerifyReport verify_audit(const AuditVerifyOptions& options) {
+  if (!std::filesystem::exists(options.log_path))
+    throw NotFound("audit log " + options.log_path.string() + " does not exist");
+  FileLines lines(options.log_path);
+  return verify_lines(options, lines);
+}
+
+AuditVerifyReport verify_audit(const AuditVerifyOptions& options, const AuditLineReader& read) {
+  if (!read) throw InvalidArgument("audit verify: no line reader given");
+  ReaderLines lines(read);
+  return verify_lines(options, lines);
 }
 
 }  // namespace asyncmq

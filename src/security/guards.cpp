@@ -500,7 +500,10 @@ class GuardedCodec final : public Codec {
   std::string encode(const CodecContext& ctx, std::string_view plain) override {
     if (ctx.field == Field::payload) {
       check_payload(options_.limits_for(ctx.queue), ctx.queue, plain);
-    } else if (ctx.field == Field::error) {
+    } else if (ctx.field == Field::error || ctx.field == Field::log) {
+      // Both are free text a handler wrote (an exception's message, a log
+      // line), shown by job show/job logs: a secret in them is masked before
+      // it is sealed, so no reader with the key ever sees it.
       return inner_->encode(ctx, redact_text(plain));
     }
     return inner_->encode(ctx, plain);

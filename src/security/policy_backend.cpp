@@ -276,6 +276,46 @@ class PolicyBackend final : public core::ForwardingBackend {
     co_return page;
   }
 
+  // ----- issue 5's calls: whole-store administration -----
+  // They cross every queue and hand out sealed bytes (scan) or replace them
+  // (rewrite_sealed) or delete whole jobs (purge_subject), so a grant on
+  // some queues is not enough: the admin action on all of them ("*", as the
+  // CLI's own check asks).
+
+  awaitable<JobPage> scan(std::optional<JobId> after, std::size_t limit) override {
+    policy_->check(*who_, Action::keys, "*");
+    co_return co_await inner().scan(after, limit);
+  }
+
+  awaitable<std::vector<bool>> rewrite_sealed(std::vector<SealedRewrite> rewrites) override {
+    policy_->check(*who_, Action::keys, "*");
+    co_return co_await inner().rewrite_sealed(std::move(rewrites));
+  }
+
+  awaitable<PurgeResult> purge_subject(std::string subject) override {
+    policy_->check(*who_, Action::purge, "*");
+    co_return co_await inner().purge_subject(std::move(subject));
+  }
+
+  // The audit table holds every queue's records: an administrator's, on
+  // every queue ("*"), like `asyncmq audit verify|export`. Appending is the
+  // auditing decorator's, below this one; through here it needs the same.
+  awaitable<void> append_audit_chain(std::vector<AuditChainLine> lines) override {
+    policy_->check(*who_, Action::audit, "*");
+    co_await inner().append_audit_chain(std::move(lines));
+  }
+
+  awaitable<std::vector<AuditChainLine>> read_audit_chain(std::int64_t after_seq,
+                                                         std::size_t limit) override {
+    policy_->check(*who_, Action::audit, "*");
+    co_return co_await inner().read_audit_chain(after_seq, limit);
+  }
+
+  awaitable<std::int64_t> audit_chain_head() override {
+    policy_->check(*who_, Action::audit, "*");
+    co_return co_await inner().audit_chain_head();
+  }
+
  private:
   void check_read_or_claim(std::string_view queue) {
     if (!policy_->allowed(*who_, Action::read, queue) &&

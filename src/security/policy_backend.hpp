@@ -17,6 +17,11 @@
 //   set_paused              pause / resume
 //   promote_due,            claim on some queue: these maintenance calls span
 //   reclaim_expired         queues and are what a worker runs
+//   scan, rewrite_sealed    keys on every queue ("*"): key rotation
+//   purge_subject           purge on every queue ("*"): erasure
+//   read_audit_chain,       audit on "*" (the audit table holds every
+//   audit_chain_head,       queue's records)
+//   append_audit_chain
 // Calls not listed (added to Backend later) are forwarded unchecked by
 // core::ForwardingBackend until a check is added here.
 //

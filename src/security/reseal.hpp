@@ -2,15 +2,20 @@
 // `asyncmq keys reseal|retire|list` and `asyncmq purge --subject`.
 //
 // Re-sealing while workers run. The walk reads jobs a page at a time in id
-// order (Backend::scan), opens each field of the job row (payload, result,
-// error, progress) that is sealed under a key other than the primary, seals
-// it again under the primary, and writes the page back with
-// Backend::rewrite_sealed: a compare-and-set on the exact bytes it read. A
-// job that a worker finished (or failed, or reported progress for)
-// meanwhile has different bytes, so its write is refused and the job is
-// read again in the next pass; nothing a worker wrote is ever overwritten,
-// no job changes state, and none is lost or run twice. Passes repeat until
-// one finds nothing left to do (or max_passes): results sealed by a worker
+// order (Backend::scan, which brings each job's log lines along), opens each
+// field of the job row (payload, result, error, progress) and each log line
+// that is sealed under a key other than the primary, seals it again under
+// the primary (a job with a subject: under the subject's key, for its lines
+// as for its payload), and writes the page back with
+// Backend::rewrite_sealed: a compare-and-set on the exact bytes it read,
+// the row's fields and the log lines it saw. A job that a worker finished
+// (or failed, or reported progress for) meanwhile has different bytes, so
+// its write is refused and the job is read again in the next pass; nothing
+// a worker wrote is ever overwritten, no job changes state, and none is
+// lost or run twice. Log lines a worker appended after the scan are not
+// compared (the job is still re-sealed) and are left for the next pass,
+// which a rewrite in this one always causes. Passes repeat until one finds
+// nothing left to do (or max_passes): results and lines sealed by a worker
 // that still held the old keys are caught by the next pass. (A handler that
 // reports progress faster than a pass takes can keep its job refused until
 // max_passes; the report then says incomplete and a later run finishes.)
@@ -37,10 +42,12 @@ namespace asyncmq::security {
 struct ResealProgress {
   int pass = 0;
   std::uint64_t scanned = 0;     // jobs read in this pass
+  std::uint64_t log_lines_scanned = 0;  // their log lines, this pass
   std::uint64_t resealed = 0;    // jobs rewritten, all passes
   std::uint64_t current = 0;     // jobs already under the primary, this pass
   std::uint64_t conflicts = 0;   // compare-and-set refused (changed meanwhile), this pass
-  std::uint64_t unopenable = 0;  // fields that failed to open (left as they are), this pass
+  std::uint64_t unopenable = 0;  // jobs with a field or log line that failed to open
+                                 // (left as they are), this pass
 };
 
 struct ResealOptions {
@@ -64,9 +71,13 @@ boost::asio::awaitable<ResealReport> reseal_all(Backend& backend, SealingCodec& 
 // Which keyring keys stored data depends on.
 struct KeyUsage {
   std::uint64_t jobs = 0;                              // jobs scanned
-  std::map<std::string, std::uint64_t> jobs_by_key;    // jobs with a field under the key
-  std::uint64_t subject_jobs = 0;                      // jobs sealed under a subject's key
-  std::uint64_t unsealed_jobs = 0;                     // jobs with a field that is no envelope
+  std::uint64_t log_lines = 0;                         // their log lines
+  // Jobs with a field or a log line under the key.
+  std::map<std::string, std::uint64_t> jobs_by_key;
+  // Of those, the jobs with a log line under the key.
+  std::map<std::string, std::uint64_t> log_jobs_by_key;
+  std::uint64_t subject_jobs = 0;   // jobs with a field or line under a subject's key
+  std::uint64_t unsealed_jobs = 0;  // jobs with a field or line that is no envelope
   std::map<std::string, std::uint64_t> subject_keys_by_key;  // subject keys wrapped under it
 };
 

@@ -6,16 +6,12 @@
 // fails to open, and a reader reports that for the field instead of
 // failing; key rotation re-seals it and retire counts it; erasure shreds it
 // with the subject's key. Time is a FakeEnv; nothing sleeps.
-#include "conformance/worker_fixture.hpp"
+#include "conformance/sealing_fixture.hpp"
 
-#include "security/crypto.hpp"
 #include "security/reseal.hpp"
-#include "security/sealing_codec.hpp"
 
 #include <asyncmq/error.hpp>
-#include <asyncmq/security.hpp>
 
-#include <map>
 #include <string>
 #include <vector>
 
@@ -34,17 +30,10 @@ std::vector<std::string> windows_in(const std::string& haystack, const std::stri
   return found;
 }
 
-class SealedProgress : public WorkerConformance {
+class SealedProgress : public SealingConformance {
  protected:
   void SetUp() override {
-    ring_ = std::make_shared<Keyring>();
-    add_key("k1");
-    ring_->set_index_key("ix", Secret(security::random_bytes(32)));
-    subjects_ = make_memory_subject_key_store();
-    codec_ = std::make_shared<security::SealingCodec>(ring_, subjects_);
-    ClientOptions o;
-    o.codec = codec_;
-    client_ = Client::open(GetParam().uri(dir_.path()), env_, o);
+    SealingConformance::SetUp();
     // Reports the payload's "progress" member as its progress, then ends.
     tasks->add("report", [](TaskContext& ctx) -> boost::json::value {
       ctx.progress(ctx.payload().at("progress"));
@@ -61,8 +50,6 @@ class SealedProgress : public WorkerConformance {
     return id;
   }
 
-  Job stored(const JobId& id) { return *sync_wait(backend().get(id)); }
-
   // Replaces the stored progress of `id` (an attacker with write access).
   void set_stored_progress(const JobId& id, const std::string& progress) {
     Job j = stored(id);
@@ -77,23 +64,6 @@ class SealedProgress : public WorkerConformance {
     batch.push_back(std::move(w));
     ASSERT_EQ(sync_wait(backend().rewrite_sealed(batch)), std::vector<bool>{true});
   }
-
-  void add_key(const std::string& id) {
-    keys_[id] = security::random_bytes(32);
-    ring_->add(id, KeyState::primary, Secret(keys_[id]));
-  }
-
-  // A codec whose keyring holds only `key_id` (and the same subject keys).
-  std::shared_ptr<security::SealingCodec> codec_with_only(const std::string& key_id) {
-    auto only = std::make_shared<Keyring>();
-    only->add(key_id, KeyState::primary, Secret(keys_.at(key_id)));
-    return std::make_shared<security::SealingCodec>(only, subjects_);
-  }
-
-  std::shared_ptr<Keyring> ring_;
-  std::shared_ptr<SubjectKeyStore> subjects_;
-  std::shared_ptr<security::SealingCodec> codec_;
-  std::map<std::string, std::string> keys_;
 };
 
 TEST_P(SealedProgress, IsStoredSealedAndReadsBackEqual) {
@@ -180,20 +150,7 @@ TEST_P(SealedProgress, ResealMovesItToTheNewKeyAndRetireCountsIt) {
   add_key("k2");  // k1 becomes decrypt-only
   // Payload and result moved under k2 by hand, progress left under k1: the
   // progress alone must keep k1 in use.
-  Job j = stored(id);
-  SealedRewrite w;
-  w.id = id;
-  w.expected_payload = j.payload;
-  w.expected_result = j.result;
-  w.expected_error = w.error = j.error;
-  w.expected_progress = w.progress = j.progress;
-  w.payload = codec_->encode(codec_context(j, Field::payload),
-                             codec_->decode(codec_context(j, Field::payload), j.payload));
-  w.result = codec_->encode(codec_context(j, Field::result),
-                            codec_->decode(codec_context(j, Field::result), j.result));
-  std::vector<SealedRewrite> batch;
-  batch.push_back(std::move(w));
-  ASSERT_EQ(sync_wait(backend().rewrite_sealed(batch)), std::vector<bool>{true});
+  ASSERT_NO_FATAL_FAILURE(move_payload_and_result(id));
   ASSERT_EQ(security::sealed_key_id(stored(id).payload), "k2");
   ASSERT_EQ(security::sealed_key_id(stored(id).progress), "k1");
   auto usage = sync_wait(security::key_usage(backend(), *codec_));

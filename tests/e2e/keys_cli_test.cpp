@@ -71,25 +71,34 @@ class KeysCli : public ::testing::Test {
     ADD_FAILURE() << "no key " << id;
     return {};
   }
-  // The key id sealing a stored field of job `id`, read straight from the file.
-  std::string stored_key_of(const std::string& id, const char* column) {
+  // The key ids sealing the blobs that `sql` selects for job `id` (bound
+  // as ?1, lowercase hex), read straight from the file, in row order.
+  std::vector<std::string> stored_keys(const std::string& sql, const std::string& id) {
     sqlite3* h = nullptr;
     EXPECT_EQ(sqlite3_open_v2(db().c_str(), &h, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-    std::string sql = std::string("SELECT ") + column + " FROM jobs WHERE lower(hex(id)) = ?1";
     sqlite3_stmt* st = nullptr;
     EXPECT_EQ(sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr), SQLITE_OK);
     std::string hex;
     for (char c : id)
       if (c != '-') hex.push_back(c);
     sqlite3_bind_text(st, 1, hex.c_str(), -1, SQLITE_TRANSIENT);
-    std::string out;
-    if (sqlite3_step(st) == SQLITE_ROW)
-      out = security::sealed_key_id(std::string(
+    std::vector<std::string> out;
+    while (sqlite3_step(st) == SQLITE_ROW)
+      out.push_back(security::sealed_key_id(std::string(
           static_cast<const char*>(sqlite3_column_blob(st, 0)),
-          static_cast<std::size_t>(sqlite3_column_bytes(st, 0))));
+          static_cast<std::size_t>(sqlite3_column_bytes(st, 0)))));
     sqlite3_finalize(st);
     sqlite3_close(h);
     return out;
+  }
+  // The key id sealing a stored field of job `id`.
+  std::string stored_key_of(const std::string& id, const char* column) {
+    auto keys = stored_keys(std::string("SELECT ") + column + " FROM jobs WHERE lower(hex(id)) = ?1", id);
+    return keys.empty() ? std::string() : keys.front();
+  }
+  // The key ids sealing job `id`'s log lines, oldest first.
+  std::vector<std::string> stored_log_keys(const std::string& id) {
+    return stored_keys("SELECT text FROM logs WHERE lower(hex(job)) = ?1 ORDER BY rowid", id);
   }
   std::string state_of(const std::string& id) {
     ProcessResult r = cli({"job", "show", id, "--json"});
@@ -170,6 +179,67 @@ TEST_F(KeysCli, RotationAddActivateResealRetire) {
   EXPECT_EQ(job.at("payload").at("n"), 5);
   job = cli_json({"job", "show", ids.back()});
   EXPECT_EQ(job.at("payload").at("who"), "subject");
+  expect_no_key_bytes_in_outputs();
+}
+
+// Log lines are sealed like the rest of a job: until `keys reseal` moves
+// them, retire refuses the old key and says the log lines need it; after
+// the reseal they are under the new key and still read back.
+TEST_F(KeysCli, ResealMovesLogLinesAndRetireWaitsForThem) {
+  cli({"keys", "add", "--id", "k1"});
+  cli({"keys", "activate", "k1"});
+  // The built-in sleep task logs "sleeping N ms".
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    ProcessResult r = cli({"job", "add", "q", "sleep", "--payload", R"({"ms":0})"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    ids.push_back(trim(r.out));
+  }
+  {
+    Process worker({ASYNCMQ_CLI_PATH, "--backend", "sqlite://" + db(), "--key-file", keys(),
+                    "worker", "-q", "q"});
+    for (const auto& id : ids) ASSERT_TRUE(wait_state(id, "completed")) << worker.err_so_far();
+    worker.send_signal(SIGTERM);
+    auto res = worker.wait_for(60'000);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->exit_code, 0) << res->err;
+    outputs_ += res->out + res->err;
+  }
+  for (const auto& id : ids) EXPECT_EQ(stored_log_keys(id), std::vector<std::string>{"k1"});
+
+  json::value list = cli_json({"keys", "list"});
+  EXPECT_EQ(key_entry(list, "k1").at("jobs"), 3);
+  EXPECT_EQ(key_entry(list, "k1").at("log_jobs"), 3);
+  EXPECT_EQ(list.at("log_lines_scanned"), 3);
+  ProcessResult table = cli({"keys", "list"});
+  EXPECT_NE(table.out.find("BY-LOGS"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("3 stored jobs with 3 log lines"), std::string::npos) << table.out;
+
+  cli({"keys", "add", "--id", "k2"});
+  cli({"keys", "activate", "k2"});
+  ProcessResult refused = cli({"keys", "retire", "k1"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("3 stored jobs (3 of the jobs through their log lines)"),
+            std::string::npos)
+      << refused.err;
+
+  json::value r = cli_json({"keys", "reseal"});
+  EXPECT_EQ(r.at("resealed"), 3);
+  EXPECT_EQ(r.at("complete"), true);
+  EXPECT_EQ(r.at("log_lines_scanned"), 3);
+  for (const auto& id : ids) EXPECT_EQ(stored_log_keys(id), std::vector<std::string>{"k2"});
+  list = cli_json({"keys", "list"});
+  EXPECT_EQ(key_entry(list, "k1").at("log_jobs"), 0);
+  EXPECT_EQ(key_entry(list, "k2").at("log_jobs"), 3);
+
+  ProcessResult retired = cli({"keys", "retire", "k1"});
+  EXPECT_EQ(retired.exit_code, 0) << retired.err;
+  // With k1 disabled the lines still read back.
+  for (const auto& id : ids) {
+    json::value logs = cli_json({"job", "logs", id});
+    ASSERT_EQ(logs.at("lines").as_array().size(), 1u) << logs;
+    EXPECT_EQ(logs.at("lines").at(0).at("text"), "sleeping 0 ms");
+  }
   expect_no_key_bytes_in_outputs();
 }
 

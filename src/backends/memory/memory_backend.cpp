@@ -63,6 +63,15 @@ struct IdemEntry {
   std::int64_t until_ms = 0;  // 0: for as long as the job exists
 };
 
+// True if `lines` begins with exactly `texts` (rewrite_sealed's compare of
+// log lines; lines after them are not looked at).
+bool first_lines_are(const std::vector<LogLine>& lines, const std::vector<std::string>& texts) {
+  if (lines.size() < texts.size()) return false;
+  for (std::size_t k = 0; k < texts.size(); ++k)
+    if (lines[k].text != texts[k]) return false;
+  return true;
+}
+
 std::int64_t ttl_deadline(const Job& j) {
   return j.options.ttl_ms > 0 && j.attempts_made == 0 ? j.created_ms + j.options.ttl_ms : 0;
 }
@@ -239,7 +248,12 @@ class MemoryBackend final : public Backend {
     std::size_t n = std::min(r.limit, match.size());
     std::partial_sort(match.begin(), match.begin() + static_cast<std::ptrdiff_t>(n), match.end(),
                       by_id);
-    for (std::size_t i = 0; i < n; ++i) page.jobs.push_back(*match[i]);
+    for (std::size_t i = 0; i < n; ++i) {
+      page.jobs.push_back(*match[i]);
+      // One lookup per job; logs_ holds no entry for a job that never logged.
+      if (auto it = logs_.find(match[i]->id); it != logs_.end() && !it->second.empty())
+        page.logs.push_back(JobLogLines{match[i]->id, it->second});
+    }
     if (match.size() > n) page.next = page.jobs.back().id;
     co_return page;
   }
@@ -626,13 +640,19 @@ class MemoryBackend final : public Backend {
     std::size_t n = std::min(limit, match.size());
     std::partial_sort(match.begin(), match.begin() + static_cast<std::ptrdiff_t>(n), match.end(),
                       by_id);
-    for (std::size_t i = 0; i < n; ++i) page.jobs.push_back(*match[i]);
+    for (std::size_t i = 0; i < n; ++i) {
+      page.jobs.push_back(*match[i]);
+      // One lookup per job; logs_ holds no entry for a job that never logged.
+      if (auto it = logs_.find(match[i]->id); it != logs_.end() && !it->second.empty())
+        page.logs.push_back(JobLogLines{match[i]->id, it->second});
+    }
     if (match.size() > n) page.next = page.jobs.back().id;
     co_return page;
   }
 
   boost::asio::awaitable<std::vector<bool>> rewrite_sealed(
       std::vector<SealedRewrite> rewrites) override {
+    validate_log_rewrites(rewrites);
     std::vector<bool> ok(rewrites.size());
     std::lock_guard lock(mu_);
     for (std::size_t i = 0; i < rewrites.size(); ++i) {
@@ -643,10 +663,17 @@ class MemoryBackend final : public Backend {
       if (j.payload != w.expected_payload || j.result != w.expected_result ||
           j.error != w.expected_error || j.progress != w.expected_progress)
         continue;
+      std::vector<LogLine>* lines = nullptr;
+      if (!w.expected_logs.empty()) {
+        auto l = logs_.find(w.id);
+        if (l == logs_.end() || !first_lines_are(l->second, w.expected_logs)) continue;
+        lines = &l->second;
+      }
       j.payload = std::move(w.payload);
       j.result = std::move(w.result);
       j.error = std::move(w.error);
       j.progress = std::move(w.progress);
+      for (std::size_t k = 0; k < w.logs.size(); ++k) (*lines)[k].text = std::move(w.logs[k]);
       ok[i] = true;
     }
     co_return ok;
@@ -700,6 +727,43 @@ class MemoryBackend final : public Backend {
   }
 
   std::string store_id() const override { return store_id_; }
+
+  // ---- Audit table (issue 6) ------------------------------------------------
+
+  boost::asio::awaitable<void> append_audit_chain(std::vector<AuditChainLine> lines) override {
+    validate_audit_chain(lines);
+    std::lock_guard lock(mu_);
+    // Check the whole batch first: all or none.
+    std::map<std::int64_t, const std::string*> batch;
+    for (const AuditChainLine& l : lines) {
+      auto it = chain_.find(l.seq);
+      const std::string* have = it != chain_.end() ? &it->second : nullptr;
+      if (auto b = batch.find(l.seq); b != batch.end()) have = b->second;
+      if (have && *have != l.text) throw audit_chain_conflict(l.seq);
+      batch.emplace(l.seq, &l.text);
+    }
+    for (AuditChainLine& l : lines) chain_.try_emplace(l.seq, std::move(l.text));
+    co_return;
+  }
+
+  boost::asio::awaitable<std::vector<AuditChainLine>> read_audit_chain(
+      std::int64_t after_seq, std::size_t limit) override {
+    check_limit("audit table limit", limit, 10000);
+    std::lock_guard lock(mu_);
+    std::vector<AuditChainLine> out;
+    for (auto it = chain_.upper_bound(after_seq); it != chain_.end() && out.size() < limit; ++it) {
+      AuditChainLine l;
+      l.seq = it->first;
+      l.text = it->second;
+      out.push_back(std::move(l));
+    }
+    co_return out;
+  }
+
+  boost::asio::awaitable<std::int64_t> audit_chain_head() override {
+    std::lock_guard lock(mu_);
+    co_return chain_.empty() ? 0 : std::max<std::int64_t>(0, chain_.rbegin()->first);
+  }
 
  private:
   // The entries of a call, by the calling decorator's actor (read here, at
@@ -1013,6 +1077,7 @@ class MemoryBackend final : public Backend {
   std::deque<AuditOutboxRow> outbox_;
   std::int64_t outbox_seq_ = 0;
   std::string store_id_;
+  std::map<std::int64_t, std::string> chain_;  // the audit table: seq -> line
 };
 
 }  // namespace

@@ -51,6 +51,8 @@
 // many jobs moved, so counting is one small read.
 // `queues` records every queue that has held a job or been paused (and the
 // pause flag); `meta` holds the fencing-token counter and the store's id.
+// `audit_chain` is the audit table (the backend sink of the audit chain):
+// one row per chain line, keyed by seq, append-only (see kAuditChain).
 // `audit_outbox` holds, once a backend object's outbox is on, one row per
 // write op with audit entries (the op's EventLog collects them and writes
 // the row in the op's savepoint, so it commits with the transition);
@@ -2132,6 +2134,48 @@ constexpr const char* kAuditOutbox =
     "CREATE TABLE IF NOT EXISTS audit_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
     "entries BLOB NOT NULL)";
 
+// The audit table (backend.hpp "Audit table"): one row per chain line,
+// keyed by the record's seq. Created on open if missing, like the outbox, so
+// the schema version stays. The triggers hold asyncmq's own statements to
+// the append-only contract (nothing here updates or deletes a line); they
+// are no defence against whoever can write the file (who can drop them):
+// the chain's MACs and the signed checkpoints are (`audit verify
+// --from-backend`).
+constexpr const char* kAuditChain = R"sql(
+CREATE TABLE IF NOT EXISTS audit_chain (seq INTEGER PRIMARY KEY, line TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS audit_chain_no_update BEFORE UPDATE ON audit_chain
+  BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_chain_no_delete BEFORE DELETE ON audit_chain
+  BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;
+)sql";
+
+// Inside the op's savepoint: a conflict thrown here stores nothing of the batch.
+void do_append_audit_chain(Db& db, const std::vector<AuditChainLine>& lines) {
+  for (const AuditChainLine& l : lines) {
+    {
+      Stmt s(db, "INSERT INTO audit_chain(seq, line) VALUES(?1, ?2) ON CONFLICT(seq) DO NOTHING");
+      s.bind(1, l.seq).bind_text(2, l.text).run();
+    }
+    if (sqlite3_changes(db.handle()) > 0) continue;
+    Stmt q(db, "SELECT line FROM audit_chain WHERE seq = ?1");
+    q.bind(1, l.seq);
+    if (!q.step() || q.view(0) != l.text) throw audit_chain_conflict(l.seq);
+  }
+}
+
+std::vector<AuditChainLine> do_read_audit_chain(Db& db, std::int64_t after_seq, std::size_t limit) {
+  std::vector<AuditChainLine> out;
+  Stmt s(db, "SELECT seq, line FROM audit_chain WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+  s.bind(1, after_seq).bind(2, static_cast<std::int64_t>(limit));
+  while (s.step()) {
+    AuditChainLine l;
+    l.seq = s.i64(0);
+    l.text = s.str(1);
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
 // The store's random id (meta 'store_id'), made by the first opener.
 std::string read_store_id(Db& db, Env& env) {
   auto read = [&db]() -> std::optional<std::int64_t> {
@@ -2167,13 +2211,50 @@ JobPage do_scan(Db& db, const std::optional<JobId>& after, std::size_t limit) {
     }
     page.jobs.push_back(read_job(s));
   }
+  if (page.jobs.empty()) return page;
+  // The page's log lines in one range read of logs_job (job, rowid): the
+  // page's jobs are exactly the ids in (after, last], and the reader's
+  // transaction sees the same jobs the read above did. With no line in the
+  // range this is one index seek that finds nothing.
+  Stmt l(db, "SELECT job, time_ms, text FROM logs WHERE job > ?1 AND job <= ?2 "
+             "ORDER BY job, rowid");
+  if (after)
+    l.bind_id(1, *after);
+  else
+    l.bind_blob(1, std::string_view());
+  l.bind_id(2, page.jobs.back().id);
+  while (l.step()) {
+    JobId job = l.id(0);
+    if (page.logs.empty() || page.logs.back().id != job) page.logs.push_back(JobLogLines{job, {}});
+    page.logs.back().lines.push_back(LogLine{l.i64(1), l.str(2)});
+  }
   return page;
 }
 
+// The rowids of job `w.id`'s first w.expected_logs.size() log lines into
+// `rows`, if their texts are still exactly w.expected_logs; false if not (or
+// the job has fewer lines). Lines after them are not read.
+bool first_log_rows(Db& db, const SealedRewrite& w, std::vector<std::int64_t>& rows) {
+  rows.clear();
+  if (w.expected_logs.empty()) return true;
+  Stmt s(db, "SELECT rowid, text FROM logs WHERE job = ?1 ORDER BY rowid LIMIT ?2");
+  s.bind_id(1, w.id).bind(2, static_cast<std::int64_t>(w.expected_logs.size()));
+  while (s.step()) {
+    if (s.view(1) != w.expected_logs[rows.size()]) return false;
+    rows.push_back(s.i64(0));
+  }
+  return rows.size() == w.expected_logs.size();
+}
+
 std::vector<bool> do_rewrite_sealed(Db& db, const std::vector<SealedRewrite>& rewrites) {
+  validate_log_rewrites(rewrites);
   std::vector<bool> ok(rewrites.size());
+  std::vector<std::int64_t> log_rows;
   for (std::size_t i = 0; i < rewrites.size(); ++i) {
     const SealedRewrite& w = rewrites[i];
+    // Log lines are compared first: the row's UPDATE is the last check, and
+    // once it matched, the rest of the item is written unconditionally.
+    if (!first_log_rows(db, w, log_rows)) continue;
     Stmt s(db,
            "UPDATE jobs SET payload = ?1, result = ?2, error = ?3, progress = ?8 WHERE id = ?4 "
            "AND payload = ?5 AND result = ?6 AND error = ?7 AND progress = ?9");
@@ -2187,7 +2268,12 @@ std::vector<bool> do_rewrite_sealed(Db& db, const std::vector<SealedRewrite>& re
         .bind_blob(8, w.progress)
         .bind_blob(9, w.expected_progress);
     s.run();
-    ok[i] = sqlite3_changes(db.handle()) > 0;
+    if (sqlite3_changes(db.handle()) == 0) continue;
+    for (std::size_t k = 0; k < log_rows.size(); ++k) {
+      Stmt u(db, "UPDATE logs SET text = ?1 WHERE rowid = ?2");
+      u.bind_blob(1, w.logs[k]).bind(2, log_rows[k]).run();
+    }
+    ok[i] = true;
   }
   return ok;
 }
@@ -2257,6 +2343,7 @@ class SqliteBackend final : public Backend {
     configure(*rdb, o.sync_full);
     wdb->exec(kSubjectIndex);
     wdb->exec(kAuditOutbox);
+    wdb->exec(kAuditChain);
     store_id_ = read_store_id(*wdb, env);
     // FAST: deleted and overwritten cells are zeroed when their page is
     // written anyway (no extra I/O), so old sealed bytes do not linger in
@@ -2574,6 +2661,29 @@ class SqliteBackend final : public Backend {
   }
 
   std::string store_id() const override { return store_id_; }
+
+  // ---- Audit table (issue 6) ------------------------------------------------
+
+  // One op of the writer: its own savepoint inside the batch's transaction.
+  awaitable<void> append_audit_chain(std::vector<AuditChainLine> lines) override {
+    validate_audit_chain(lines);
+    return run_on<void>(*writer_,
+                        [l = std::move(lines)](Db& db) { do_append_audit_chain(db, l); });
+  }
+
+  awaitable<std::vector<AuditChainLine>> read_audit_chain(std::int64_t after_seq,
+                                                         std::size_t limit) override {
+    check_limit("audit table limit", limit, 10000);
+    return run_on<std::vector<AuditChainLine>>(
+        *reader_, [after_seq, limit](Db& db) { return do_read_audit_chain(db, after_seq, limit); });
+  }
+
+  awaitable<std::int64_t> audit_chain_head() override {
+    return run_on<std::int64_t>(*reader_, [](Db& db) {
+      Stmt s(db, "SELECT max(0, coalesce(max(seq), 0)) FROM audit_chain");
+      return s.step() ? s.i64(0) : std::int64_t{0};
+    });
+  }
 
  private:
   // The outbox actor for a write being submitted now (null: the outbox is

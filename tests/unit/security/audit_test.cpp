@@ -23,6 +23,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -87,6 +88,28 @@ class AuditTest : public ::testing::Test {
     o.allow_unanchored = allow_unanchored;
     o.from_checkpoint = from;
     return verify_audit(o);
+  }
+
+  // verify() over a backend's audit table (seq -> line), paged as
+  // Backend::read_audit_chain pages it.
+  using Table = std::map<std::int64_t, std::string>;
+  AuditVerifyReport verify_table(const Table& table, bool allow_unanchored = false) {
+    AuditVerifyOptions o;
+    o.checkpoint_path = cp_path();
+    o.verify_key_path = verify_key();
+    o.allow_unanchored = allow_unanchored;
+    return verify_audit(o, [&table](std::int64_t after, std::size_t limit) {
+      std::vector<AuditChainLine> page;
+      for (auto it = table.upper_bound(after); it != table.end() && page.size() < limit; ++it)
+        page.push_back({it->first, it->second});
+      return page;
+    });
+  }
+  // The log's lines keyed by their seq, as the backend sink stores them.
+  Table table_of_log() const {
+    Table t;
+    for (const auto& l : read_lines(log_path())) t[static_cast<std::int64_t>(audit_from_json_line(l)->seq)] = l;
+    return t;
   }
 
   // The line index (0-based) holding record `seq`.
@@ -753,6 +776,106 @@ TEST_F(AuditTest, RelayedRecordsAreTamperEvidentLikeAnyOther) {
   lines.resize(4);
   write_lines(log_path(), lines);
   expect_problem(verify(), Kind::truncated, 5);
+}
+
+// ---- the backend sink: reading lines back, verifying a table ----
+
+TEST_F(AuditTest, ReadLinesFindsAnySeqAndPages) {
+  options_.epoch_records = 7;
+  write(300);
+  const auto file = read_lines(log_path());
+  auto log = open();
+  for (std::uint64_t after : {0u, 1u, 2u, 99u, 150u, 298u, 299u}) {
+    auto got = log->read_lines(after, 10);
+    const std::size_t want = std::min<std::size_t>(10, 300 - after);
+    ASSERT_EQ(got.size(), want) << "after " << after;
+    for (std::size_t i = 0; i < want; ++i) {
+      EXPECT_EQ(got[i].seq, static_cast<std::int64_t>(after + 1 + i));
+      EXPECT_EQ(got[i].text, file[after + i]) << "after " << after;
+    }
+  }
+  EXPECT_TRUE(log->read_lines(300, 10).empty());
+  EXPECT_TRUE(log->read_lines(1000, 10).empty());
+  EXPECT_EQ(log->read_lines(0, 10000).size(), 300u);
+  EXPECT_THROW(log->read_lines(0, 0), InvalidArgument);
+  EXPECT_THROW(log->read_lines(0, 10001), InvalidArgument);
+  log->close();
+  EXPECT_THROW(log->read_lines(0, 10), Error);
+}
+
+TEST_F(AuditTest, ReadLinesSkipsWhatIsNotARecordAndSeesOtherWriters) {
+  write(5);
+  auto lines = read_lines(log_path());
+  lines.insert(lines.begin() + 2, "not a record");
+  write_lines(log_path(), lines);
+  auto reader = open();
+  auto got = reader->read_lines(0, 100);
+  ASSERT_EQ(got.size(), 5u);
+  EXPECT_EQ(got[2].seq, 3);
+  write(2, 6);  // another writer appends
+  got = reader->read_lines(5, 100);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].seq, 7);
+}
+
+TEST_F(AuditTest, IntactTableVerifiesLikeTheFile) {
+  write(20);
+  auto file = verify();
+  auto table = verify_table(table_of_log());
+  EXPECT_TRUE(table.intact) << (table.problem ? table.problem->message : "");
+  EXPECT_EQ(table.records, file.records);
+  EXPECT_EQ(table.checkpoints, file.checkpoints);
+  EXPECT_EQ(table.anchored_seq, 20u);
+}
+
+TEST_F(AuditTest, EveryEditedByteOfATableRowIsNamed) {
+  write(20);
+  const Table original = table_of_log();
+  for (std::size_t pos = 0; pos < original.at(7).size(); ++pos) {
+    Table t = original;
+    char& c = t[7][pos];
+    c = c == 'a' ? 'b' : (c == '1' ? '2' : 'a');
+    auto r = verify_table(t);
+    ASSERT_TRUE(r.problem) << "byte " << pos << " of row 7 changed unnoticed";
+    EXPECT_EQ(r.problem->seq, 7u) << "byte " << pos << ": " << r.problem->message;
+    EXPECT_NE(r.problem->message.find("row 7"), std::string::npos) << r.problem->message;
+  }
+}
+
+TEST_F(AuditTest, TableRowsDeletedSwappedInsertedOrCutAreNamed) {
+  write(20);
+  const Table good = table_of_log();
+  Table t = good;
+  t.erase(7);
+  expect_problem(verify_table(t), Kind::removed, 7);
+  t = good;
+  std::swap(t[7], t[8]);
+  expect_problem(verify_table(t), Kind::reordered, 7);
+  // A forged record between 7 and 8: the rows after it moved up by one.
+  t.clear();
+  for (const auto& [seq, line] : good) t[seq > 7 ? seq + 1 : seq] = line;
+  t[8] = good.at(7);
+  t[8].replace(t[8].find("\"cli\""), 5, "\"eve\"");
+  expect_problem(verify_table(t), Kind::inserted, 8);
+  t = good;
+  for (std::int64_t s = 18; s <= 20; ++s) t.erase(s);
+  expect_problem(verify_table(t), Kind::truncated, 18);
+  // A row planted under a seq the writer never uses is read too.
+  t = good;
+  t[-1] = good.at(3);
+  EXPECT_FALSE(verify_table(t).intact);
+}
+
+TEST_F(AuditTest, GenuineLineStoredUnderAnotherSeqIsAChange) {
+  write(20);
+  Table t = table_of_log();
+  // The last row renumbered: every line is genuine and in order, but a
+  // re-sent record 20 would now be stored a second time.
+  t[25] = t.at(20);
+  t.erase(20);
+  auto r = verify_table(t);
+  expect_problem(r, Kind::changed, 20);
+  EXPECT_NE(r.problem->message.find("stored under seq 25"), std::string::npos) << r.problem->message;
 }
 
 }  // namespace

@@ -236,5 +236,24 @@ TEST(GuardedCodec, RefusesAtTheSeamAndOnlyPayloads) {
   EXPECT_THROW(make_guarded_codec(nullptr), InvalidArgument);
 }
 
+// A handler's log lines are free text like error messages: they are
+// redacted before `inner` seals them, so the store never holds a secret a
+// handler logged, sealed or not.
+TEST(GuardedCodec, RedactsLogLinesLikeErrors) {
+  // The plain inner codec stores what it is given: what is stored is what
+  // a sealing codec would have sealed.
+  auto codec = make_guarded_codec(make_plain_codec());
+  testing::FakeEnv env;
+  CodecContext log{"orders", JobId::generate(env), Field::log};
+  std::string stored =
+      codec->encode(log, R"(charging {"card_number": "4111 1111 1111 1111", "token": "s3cr3t-t0k"})");
+  EXPECT_EQ(stored.find("4111"), std::string::npos) << stored;
+  EXPECT_EQ(stored.find("s3cr3t-t0k"), std::string::npos) << stored;
+  EXPECT_NE(stored.find("charging"), std::string::npos) << stored;  // the rest is kept
+  EXPECT_EQ(codec->encode(log, "sent 3 reminders"), "sent 3 reminders");
+  // Decoding is the inner codec's: a stored line reads back as stored.
+  EXPECT_EQ(codec->decode(log, stored), stored);
+}
+
 }  // namespace
 }  // namespace asyncmq

@@ -260,6 +260,11 @@ queues = ["*"]
 principal = "apikey:admin"
 roles = ["admin"]
 queues = ["*"]
+
+[[grant]]
+principal = "apikey:emails-admin"
+roles = ["admin"]
+queues = ["emails"]
 )",
                             "test", env_);
     backend_ = open_backend("memory://", env_);
@@ -438,6 +443,44 @@ TEST_F(PolicyClient, LeasesOfJobsClaimedElsewhereAreCheckedByTheirQueue) {
   EXPECT_THROW(sync_wait(as("producer")->backend().reclaim_expired(env_.now_ms(), 3)), PermissionDenied);
 }
 
+// Key rotation's scan and rewrite and erasure's purge cross every queue:
+// the admin action on all of them ("*") is needed, an admin of one queue is
+// refused, and a refused purge deletes nothing.
+TEST_F(PolicyClient, WholeStoreCallsNeedTheAdminActionOnEveryQueue) {
+  JobOptions subject;
+  subject.subject = "idx-7";
+  JobId id = sync_wait(Queue(as("admin"), "emails").add("send", boost::json::object(), subject));
+  std::vector<SealedRewrite> rewrites(1);
+  rewrites[0].id = id;
+  for (const char* who : {"emails-admin", "viewer", "worker", "producer"}) {
+    auto c = as(who);
+    const auto before = Policy::denials();
+    try {
+      sync_wait(c->backend().scan(std::nullopt, 10));
+      ADD_FAILURE() << who << " scanned the store";
+    } catch (const PermissionDenied& e) {
+      EXPECT_NE(std::string(e.what()).find("may not keys on all queues ('*')"), std::string::npos)
+          << e.what();
+    }
+    EXPECT_THROW(sync_wait(c->backend().rewrite_sealed(rewrites)), PermissionDenied) << who;
+    try {
+      sync_wait(c->backend().purge_subject("idx-7"));
+      ADD_FAILURE() << who << " purged a subject";
+    } catch (const PermissionDenied& e) {
+      EXPECT_NE(std::string(e.what()).find("may not purge on all queues ('*')"), std::string::npos)
+          << e.what();
+    }
+    EXPECT_EQ(Policy::denials(), before + 3) << who;
+  }
+  EXPECT_TRUE(sync_wait(backend_->get(id))) << "a refused purge deleted the job";
+
+  auto admin = as("admin");
+  JobPage page = sync_wait(admin->backend().scan(std::nullopt, 10));
+  ASSERT_EQ(page.jobs.size(), 1u);
+  EXPECT_EQ(sync_wait(admin->backend().purge_subject("idx-7")).jobs, 1u);
+  EXPECT_FALSE(sync_wait(backend_->get(id)));
+}
+
 TEST_F(PolicyClient, PrincipalAndPolicyGoTogether) {
   ClientOptions o;
   o.policy = policy_;
@@ -445,6 +488,30 @@ TEST_F(PolicyClient, PrincipalAndPolicyGoTogether) {
   ClientOptions p;
   p.principal = std::make_shared<Principal>(key("x"));
   EXPECT_THROW(Client(backend_, env_, p), InvalidArgument);
+}
+
+// The audit table holds every queue's records: only `audit` on "*" (an
+// admin of every queue) reads it, or appends to it through a policed handle.
+TEST_F(PolicyClient, AuditTableNeedsTheAuditRoleOnEveryQueue) {
+  AuditChainLine line;
+  line.seq = 1;
+  line.text = "{\"seq\":1}";
+  sync_wait(backend_->append_audit_chain({line}));
+  for (const char* who : {"producer", "worker", "viewer"}) {
+    auto c = as(who);
+    const auto before = Policy::denials();
+    EXPECT_THROW(sync_wait(c->backend().read_audit_chain(0, 10)), PermissionDenied) << who;
+    EXPECT_THROW(sync_wait(c->backend().audit_chain_head()), PermissionDenied) << who;
+    AuditChainLine next;
+    next.seq = 2;
+    next.text = "{\"seq\":2}";
+    EXPECT_THROW(sync_wait(c->backend().append_audit_chain({next})), PermissionDenied) << who;
+    EXPECT_EQ(Policy::denials(), before + 3) << who;
+  }
+  auto admin = as("admin");
+  EXPECT_EQ(sync_wait(admin->backend().read_audit_chain(0, 10)), std::vector<AuditChainLine>{line});
+  EXPECT_EQ(sync_wait(admin->backend().audit_chain_head()), 1);
+  EXPECT_EQ(sync_wait(backend_->audit_chain_head()), 1);  // the refused appends stored nothing
 }
 
 }  // namespace

@@ -120,6 +120,14 @@ class Rotation : public ::testing::Test {
     }
   }
 
+  // Re-creates the keyring with a k1 whose bytes the test knows.
+  void use_known_k1() {
+    ring_ = std::make_shared<Keyring>();
+    ring_->set_index_key("ix", Secret(security::random_bytes(32)));
+    add_key("k1", KeyState::primary);
+    codec_ = std::make_shared<security::SealingCodec>(ring_, subjects_);
+  }
+
   // The test keeps its own copy of key bytes to build partial rings.
   std::string material(const std::string& id) { return keys_[id]; }
   void add_key(const std::string& id, KeyState s) {
@@ -136,11 +144,7 @@ class Rotation : public ::testing::Test {
 };
 
 TEST_F(Rotation, ResealMovesEveryJobUnderTheNewPrimary) {
-  // Re-create k1 with known bytes.
-  ring_ = std::make_shared<Keyring>();
-  ring_->set_index_key("ix", Secret(security::random_bytes(32)));
-  add_key("k1", KeyState::primary);
-  codec_ = std::make_shared<security::SealingCodec>(ring_, subjects_);
+  use_known_k1();
   ClientOptions o;
   o.codec = codec_;
   client_ = Client::open("memory://", env_, o);
@@ -195,12 +199,20 @@ class RaceBackend : public core::ForwardingBackend {
   }
 };
 
+// Makes `client` (with `codec`) use a RaceBackend over `inner`; returns it.
+std::shared_ptr<RaceBackend> race_over(std::shared_ptr<Backend> inner, FakeEnv& env,
+                                       std::shared_ptr<Codec> codec,
+                                       std::shared_ptr<Client>& client) {
+  auto race = std::make_shared<RaceBackend>(std::move(inner));
+  ClientOptions o;
+  o.codec = std::move(codec);
+  client = std::make_shared<Client>(race, env, o);
+  return race;
+}
+
 TEST_F(Rotation, CompareAndSetNeverOverwritesAWorkersResult) {
   auto inner = open_backend("memory://", env_);
-  auto race = std::make_shared<RaceBackend>(inner);
-  ClientOptions o;
-  o.codec = codec_;
-  client_ = std::make_shared<Client>(race, env_, o);
+  auto race = race_over(inner, env_, codec_, client_);
   JobId done_meanwhile = add();
   JobId untouched = add();
   ring_->add("k2", KeyState::primary, Secret(security::random_bytes(32)));
@@ -232,6 +244,58 @@ TEST_F(Rotation, CompareAndSetNeverOverwritesAWorkersResult) {
   EXPECT_EQ(b.state, JobState::active);  // an active job is re-sealed but not disturbed
   EXPECT_EQ(security::sealed_key_id(b.payload), "k2");
   EXPECT_EQ(sync_wait(client_->get(done_meanwhile))->result, "\"ok\"");
+}
+
+TEST_F(Rotation, ALogLineAppendedBetweenScanAndRewriteIsCaughtByTheNextPass) {
+  use_known_k1();
+  auto inner = open_backend("memory://", env_);
+  auto race = race_over(inner, env_, codec_, client_);
+  JobId id = add();
+  ClaimRequest req{"q", "w", 1, 30'000, env_.now_ms()};
+  auto jobs = sync_wait(inner->claim(req));
+  ASSERT_EQ(jobs.size(), 1u);
+  const Job& job = jobs[0];
+  // A worker that has not reloaded its keys (k1 alone) logs a line before
+  // the rotation and another between the walk's read and its write.
+  auto k1_only = std::make_shared<Keyring>();
+  k1_only->add("k1", KeyState::primary, Secret(material("k1")));
+  security::SealingCodec old_worker(k1_only, subjects_);
+  auto log_line = [&](const std::string& text) {
+    std::vector<LogLine> lines;
+    lines.push_back(LogLine{env_.now_ms(), old_worker.encode(codec_context(job, Field::log), text)});
+    ASSERT_TRUE(sync_wait(inner->append_logs(LeaseRef{id, job.lease.token}, lines)));
+  };
+  log_line("before the rotation");
+  add_key("k2", KeyState::primary);
+  race->before_rewrite = [&] { log_line("during the rewrite"); };
+
+  std::vector<security::ResealProgress> passes;
+  security::ResealOptions ro;
+  ro.progress = [&](const security::ResealProgress& p) { passes.push_back(p); };
+  auto report = sync_wait(security::reseal_all(*race, *codec_, ro));
+  EXPECT_TRUE(report.complete);
+  // Pass 1 re-sealed the job: the appended line did not make its
+  // compare-and-set fail. Pass 2 found the new line under k1 and moved it;
+  // pass 3 found nothing.
+  ASSERT_EQ(passes.size(), 3u);
+  EXPECT_EQ(passes[0].conflicts, 0u);
+  EXPECT_EQ(passes[0].log_lines_scanned, 1u);
+  EXPECT_EQ(passes[1].log_lines_scanned, 2u);
+  EXPECT_EQ(passes[1].current, 0u);
+  EXPECT_EQ(passes[2].current, 1u);
+  EXPECT_EQ(report.resealed, 2u);
+
+  auto lines = sync_wait(inner->logs(id, 100));
+  ASSERT_EQ(lines.size(), 2u);
+  for (const auto& l : lines) EXPECT_EQ(security::sealed_key_id(l.text), "k2");
+  auto usage = sync_wait(security::key_usage(*race, *codec_));
+  EXPECT_EQ(usage.jobs_by_key.count("k1"), 0u);
+  std::vector<std::string> texts;
+  for (const auto& l : sync_wait(client_->logs(id, 100))) texts.push_back(l.text);
+  EXPECT_EQ(texts, (std::vector<std::string>{"before the rotation", "during the rewrite"}));
+  // The job was never disturbed.
+  EXPECT_EQ(stored(id).state, JobState::active);
+  EXPECT_EQ(stored(id).lease.token, job.lease.token);
 }
 
 TEST_F(Rotation, UnopenableJobsAreLeftAndReported) {
