@@ -210,9 +210,18 @@ class AuditingBackend final : public core::ForwardingBackend {
   // critical path for every batch (audit on/off 0.65 end to end; 0.76 with
   // this). Nothing is lost by not waiting: the rows stay in the outbox
   // until the chain holds them, and the destructor relays what is left.
+  // Kicks coalesce: while one is queued and not yet begun, the next ones
+  // find kick_queued_ set and spawn nothing, as the queued one's round reads
+  // their rows too (it clears the flag before it reads the outbox).
   void kick() {
     fault_point();
-    boost::asio::co_spawn(relay_io_, relay_rounds(), boost::asio::detached);
+    if (kick_queued_.exchange(true)) return;
+    boost::asio::co_spawn(relay_io_, kicked_round(), boost::asio::detached);
+  }
+
+  awaitable<void> kicked_round() {
+    kick_queued_ = false;
+    co_await relay_rounds();
   }
 
   // Runs on the relay thread only, as all the relay state does. A request
@@ -325,6 +334,7 @@ class AuditingBackend final : public core::ForwardingBackend {
   std::string store_;
   const std::uint64_t kill_at_;
   std::atomic<std::uint64_t> relays_{0};
+  std::atomic<bool> kick_queued_{false};
   // The relay thread and its state (touched on that thread only).
   boost::asio::io_context relay_io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> relay_work_;

@@ -194,6 +194,13 @@ std::optional<std::pair<std::string_view, OutboxCursor>> parse_source(std::strin
   return std::make_pair(s.substr(0, a), c);
 }
 
+void append_number(std::string& out, std::int64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  (void)ec;  // 24 characters hold any int64
+  out.append(buf, end);
+}
+
 struct FileId {
   dev_t dev = 0;
   ino_t ino = 0;
@@ -229,6 +236,8 @@ struct AuditLog::Impl {
   std::string key_id;
   bool key_dirty = false;
   std::vector<AuditEvent> held;
+  std::string line_buf;       // write_records' lines (reused; GUARDED_BY(mu))
+  std::string canonical_buf;  // write_records' canonical encoding (reused)
   // Per store that relays into this log (append_outbox), its last record
   // here: valid for the log up to log_seen (sync keeps it so), cleared when
   // that cannot be known (the log shrank, a failed write).
@@ -523,7 +532,7 @@ struct AuditLog::Impl {
   // Writes `n` events (with their sources, if `sources`), one write per
   // epoch they span, and the checkpoint if due (under always and never).
   // REQUIRES: mu and the flock held, sync() done.
-  void write_events(const AuditEvent* const* events, const std::string* sources, std::size_t n,
+  void write_events(const AuditEvent* const* events, const std::string_view* sources, std::size_t n,
                     std::int64_t now) {
     std::size_t done = 0;
     while (done < n) {
@@ -546,10 +555,15 @@ struct AuditLog::Impl {
 
   // Writes `count` events under the current key. On a failed write, re-reads
   // the head (some lines may be complete) and rethrows.
-  void write_records(const AuditEvent* const* events, const std::string* sources, std::size_t count,
+  void write_records(const AuditEvent* const* events, const std::string_view* sources, std::size_t count,
                      std::int64_t now) {
-    std::string buf;
-    std::string canonical;
+    // Buffers kept across batches: a relay batch is ~1000 records of ~350
+    // bytes, and a fresh buffer grew by copies and was freed whole each
+    // time (memmove and malloc_consolidate in the relay's profile).
+    std::string& buf = line_buf;
+    std::string& canonical = canonical_buf;
+    buf.clear();
+    buf.reserve(count * 400);
     std::vector<std::size_t> ends;  // of each line in buf, for the hook
     if (opt.hook) ends.reserve(count);
     AuditHead h = head;
@@ -607,6 +621,7 @@ struct AuditLog::Impl {
         begin = end + 1;
       }
     }
+    if (buf.capacity() > (std::size_t{8} << 20)) std::string().swap(buf);  // a big backlog's, once
   }
 
   // ---- relaying outboxes (append_outbox) ----
@@ -824,7 +839,11 @@ std::int64_t AuditLog::append_outbox(std::string_view store,
   m.try_flush();  // held direct events keep their place before these
   OutboxCursor c;
   std::vector<const AuditEvent*> events;  // into `rows`: no copy per relayed event
-  std::vector<std::string> sources;
+  // "<store>:<seq>:<index>" of each event, in one buffer (not a string
+  // each: one allocation per relayed record showed in the relay's profile).
+  std::string source_text;
+  std::vector<std::size_t> source_ends;
+  std::vector<std::string_view> sources;
   try {
     FileLock fl(m.log_fd, m.opt.log_path);
     m.sync();
@@ -835,9 +854,16 @@ std::int64_t AuditLog::append_outbox(std::string_view store,
         OutboxCursor at{row.seq, static_cast<std::int64_t>(i)};
         if (!(c < at)) continue;  // in the chain already
         events.push_back(&row.events[i]);
-        sources.push_back(prefix + std::to_string(row.seq) + ":" + std::to_string(i));
+        source_text += prefix;
+        append_number(source_text, row.seq);
+        source_text.push_back(':');
+        append_number(source_text, static_cast<std::int64_t>(i));
+        source_ends.push_back(source_text.size());
       }
     }
+    sources.reserve(source_ends.size());
+    for (std::size_t i = 0, begin = 0; i < source_ends.size(); begin = source_ends[i++])
+      sources.emplace_back(source_text.data() + begin, source_ends[i] - begin);
     if (!events.empty()) {
       const std::uint64_t first = m.head.seq + 1;
       try {
