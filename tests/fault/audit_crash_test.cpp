@@ -108,21 +108,24 @@ TEST_F(AuditCrash, KilledBetweenCommitAndChainAppendLosesAndRepeatsNothing) {
     co.audit->close();
   }
 
-  // Two workers share the store and the log; one is killed at its 4th relay
-  // (after a claim or a finish committed). Short leases: the survivor
-  // reclaims the dead one's jobs quickly.
+  // Two workers share the store and the log, one after the other; the first
+  // is killed at its 4th relay (after a claim or a finish committed). Short
+  // leases: the survivor reclaims the dead one's jobs quickly.
   auto worker = [&](const std::string& id) {
     return argv({"worker", "--queue", "work", "--concurrency", "4", "--id", id, "--lease-ms",
                  "1000", "--heartbeat-ms", "200"});
   };
+  // The survivor starts once the victim is dead: started together, a
+  // survivor whose worker calls do not wait for their relays could take all
+  // the jobs before the victim's fourth relay, and nothing would be killed.
   Process victim(worker("victim"), killed_at(4));
-  Process survivor(worker("survivor"));
   std::optional<ProcessResult> died;
   for (int i = 0; i < 1500 && !died; ++i) {
     died = victim.wait_for(200);
   }
   ASSERT_TRUE(died) << "the victim was never killed: " << victim.err_so_far();
   ASSERT_EQ(died->signal, SIGKILL) << died->err;
+  Process survivor(worker("survivor"));
   bool done = false;
   for (int i = 0; i < 1500 && !done; ++i) {
     done = count(JobState::completed) == kJobs + 1;
