@@ -14,6 +14,15 @@ namespace {
 
 inline bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
 inline bool is_sep(char c) noexcept { return c == ' ' || c == '-'; }
+// ASCII only, inline: std::isalnum and std::isxdigit went through the PLT
+// and the locale once per character scanned, ~5 % of a sealed memory://
+// bench's samples.
+inline bool is_xdigit(char c) noexcept {
+  return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+inline bool is_alnum(char c) noexcept {
+  return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
 
 // Luhn over the digits of t[b, e), skipping separators.
 bool luhn_span(std::string_view t, std::size_t b, std::size_t e) noexcept {
@@ -67,7 +76,7 @@ bool is_uuid(std::string_view s) noexcept {
   if (s.size() != 36) return false;
   for (std::size_t i = 0; i < 36; ++i) {
     bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash ? s[i] != '-' : !std::isxdigit(static_cast<unsigned char>(s[i]))) return false;
+    if (dash ? s[i] != '-' : !is_xdigit(s[i])) return false;
   }
   return true;
 }
@@ -84,9 +93,17 @@ bool for_each_card(std::string_view t, F&& f) {
   auto next_group = [&](std::size_t q) -> std::size_t {  // 0: none
     return (q + 1 < n && is_sep(t[q]) && is_digit(t[q + 1])) ? q + 1 : 0;
   };
-  auto alnum = [&](std::size_t p) { return std::isalnum(static_cast<unsigned char>(t[p])) != 0; };
+  // No card without 13 digits: most texts are done in this one pass.
+  std::size_t digits_in_text = 0;
+  for (char c : t) digits_in_text += is_digit(c);
+  if (digits_in_text < 13) return false;
+  auto alnum = [&](std::size_t p) { return is_alnum(t[p]); };
   std::size_t i = 0;
   while (i < n) {
+    if (!is_xdigit(t[i])) {  // neither a digit nor a UUID starts here
+      ++i;
+      continue;
+    }
     if (i + 36 <= n && (i == 0 || !alnum(i - 1)) && is_uuid(t.substr(i, 36)) &&
         (i + 36 == n || !alnum(i + 36))) {
       i += 36;  // a job id or other UUID: hex groups, not a card

@@ -339,9 +339,16 @@ class MemoryBackend final : public Backend {
   boost::asio::awaitable<std::vector<JobId>> expire_due(std::int64_t now_ms) override {
     std::lock_guard lock(mu_);
     std::vector<JobId> due;
-    for (auto& [id, j] : jobs_) {
-      if (j.state != JobState::waiting && j.state != JobState::delayed) continue;
-      if (std::int64_t d = ttl_deadline(j); d > 0 && d <= now_ms) due.push_back(id);
+    for (auto it = ttl_due_.begin(); it != ttl_due_.end() && it->first <= now_ms;) {
+      auto jt = jobs_.find(it->second);
+      if (jt == jobs_.end() || ttl_deadline(jt->second) == 0 || is_final(jt->second.state)) {
+        it = ttl_due_.erase(it);  // gone, started or done: it can no longer expire
+      } else if (jt->second.state == JobState::waiting || jt->second.state == JobState::delayed) {
+        due.push_back(it->second);
+        it = ttl_due_.erase(it);
+      } else {
+        ++it;  // waiting for its children: it may expire once it waits
+      }
     }
     std::sort(due.begin(), due.end());
     AuditEntries audit = audit_locked();
@@ -821,6 +828,7 @@ class MemoryBackend final : public Backend {
       ids.push_back(j.id);
       audit.added(j, j.state == JobState::delayed, via);
       Job& stored = jobs_.emplace(j.id, std::move(j)).first->second;
+      if (std::int64_t d = ttl_deadline(stored); d > 0) ttl_due_.emplace(d, stored.id);
       auto& q = queues_[stored.queue];
       if (!stored.parent.is_nil()) children_[stored.parent].push_back(stored.id);
       if (stored.state == JobState::waiting_children) {
@@ -1064,6 +1072,14 @@ class MemoryBackend final : public Backend {
   Env& env_;
   std::mutex mu_;
   std::unordered_map<JobId, Job, IdHash> jobs_;
+  // (TTL deadline, job) of every job added with a TTL, soonest first, for
+  // expire_due. Why: it walked every stored job on each call, under the
+  // lock, though most stores hold no TTL job at all (an unused feature
+  // that cost the memory backend ~15 % of its samples with 100,000 jobs
+  // kept). Entries go lazily: expire_due drops those past their deadline
+  // whose job is gone, started or done, so at most the TTL jobs added
+  // within one TTL are held.
+  std::set<std::pair<std::int64_t, JobId>> ttl_due_;
   std::map<std::string, QueueData, std::less<>> queues_;
   std::unordered_set<JobId, IdHash> active_;
   std::uint64_t next_token_;
