@@ -11,6 +11,7 @@
 #include "security/audit_backend.hpp"
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 
 #include <algorithm>
@@ -373,6 +374,40 @@ TEST_P(AuditOutbox, WorkerAndProducerThreadShareOneDecoratorAndEveryRecordLandsO
   for (const JobId& id : ids) EXPECT_EQ(per_job[id.str()], want) << id.str();
   auto v = verify();
   EXPECT_TRUE(v.intact) << (v.problem ? v.problem->message : "");
+}
+
+// A user's call (one that waits for its relay round) from a coroutine on an
+// io_context that is not run until it runs out of work, but polled until
+// the call returned and then destroyed at once (run_until here; a program
+// that stops its loop on a signal): the relay thread must be done with that
+// io_context by the time the caller resumes. Under TSan this reported
+// ~io_context vs scheduler::stop() from the relay thread (the co_spawn
+// completion dropped the caller's work guard there, after resuming it).
+TEST_P(AuditOutbox, CallerMayDestroyItsLoopAsSoonAsAnAuditedCallReturned) {
+  auto log = open_log();
+  auto audited = security::make_auditing_backend(open_store(), log, "tester");
+  constexpr int kCalls = 50;
+  std::vector<Job> jobs;
+  for (int i = 0; i < kCalls; ++i) jobs.push_back(make_job("q", "t"));
+  for (const Job& job : jobs) {
+    boost::asio::io_context io;
+    bool returned = false;
+    boost::asio::co_spawn(
+        io,
+        [&]() -> boost::asio::awaitable<void> {
+          std::vector<Job> one;
+          one.push_back(job);
+          co_await audited->enqueue(std::move(one));
+          returned = true;
+        },
+        boost::asio::detached);
+    ASSERT_TRUE(run_until(io, env(), [&] { return returned; }));
+  }  // each io_context goes right after its call returned
+  audited.reset();
+  log->close();
+  auto c = chain();
+  EXPECT_EQ(c.size(), static_cast<std::size_t>(kCalls));
+  for (const Job& j : jobs) EXPECT_EQ(c["added " + j.id.str()], 1) << j.id.str();
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, AuditOutbox, all_backends(), backend_name);
