@@ -5,9 +5,11 @@
 #include <asyncmq/sync.hpp>
 
 #include "core/audit_actor.hpp"
+#include "core/foreign_post.hpp"
 #include "core/forwarding_backend.hpp"
 #include "core/log.hpp"
 
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -60,9 +62,7 @@ class AuditingBackend final : public core::ForwardingBackend {
 
   // Relays what an earlier process left in the outbox (it crashed between a
   // commit and its relay). Separate from the constructor: it co_awaits.
-  awaitable<void> recover() {
-    co_await boost::asio::co_spawn(relay_io_, recover_on_relay_thread(), boost::asio::use_awaitable);
-  }
+  awaitable<void> recover() { co_await on_relay_thread(recover_on_relay_thread()); }
 
   awaitable<std::vector<JobId>> enqueue(std::vector<Job> jobs) override {
     core::AuditActorScope as(actor_);
@@ -200,7 +200,38 @@ class AuditingBackend final : public core::ForwardingBackend {
   // header promises for a call made alone.
   awaitable<void> relay() {
     fault_point();
-    co_await boost::asio::co_spawn(relay_io_, relay_rounds(), boost::asio::use_awaitable);
+    co_await on_relay_thread(relay_rounds());
+  }
+
+  // Runs `op` on the relay thread; the caller resumes on its own executor.
+  // Not co_spawn(relay_io_, op, use_awaitable): its completion resumes the
+  // caller and only then, on the relay thread, drops its work guard on the
+  // caller's io_context, whose last unit of work may run stop() there. A
+  // caller that does not run its io_context until it runs out of work (one
+  // it polls or stops, as run_until and programs on a signal do) may have
+  // destroyed it by then: TSan reported ~io_context vs scheduler::stop()
+  // from ~co_spawn_work_guard on the relay thread, and the freed
+  // io_context's stack slot reused by the next one. Here the work guard
+  // travels with the completion and is dropped on the caller's thread, and
+  // post_from_foreign_thread covers the post itself.
+  awaitable<void> on_relay_thread(awaitable<void> op) {
+    return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&,
+                                       void(std::exception_ptr)>(
+        [this](auto handler, awaitable<void> body) {
+          auto work = boost::asio::make_work_guard(boost::asio::get_associated_executor(handler));
+          // The lambda has no associated executor: co_spawn completes it on
+          // the relay thread and tracks work on relay_io_ only.
+          boost::asio::co_spawn(
+              relay_io_, std::move(body),
+              [h = std::move(handler), w = std::move(work)](std::exception_ptr e) mutable {
+                auto ex = w.get_executor();
+                core::post_from_foreign_thread(ex, [h = std::move(h), w = std::move(w), e]() mutable {
+                  w.reset();
+                  std::move(h)(e);
+                });
+              });
+        },
+        boost::asio::use_awaitable, std::move(op));
   }
 
   // After a worker's calls (claim, finish, reclaims, expiry): the records

@@ -68,6 +68,7 @@
 #include "backends/sqlite/sqlite_backend.hpp"
 #include "backends/audit_entries.hpp"
 #include "core/audit_actor.hpp"
+#include "core/foreign_post.hpp"
 #include "backends/validate.hpp"
 
 #include <asyncmq/env.hpp>
@@ -654,17 +655,24 @@ class OpImpl final : public Op {
   // The work guard travels with the result and is released on the caller's
   // thread. Releasing it here, after the post, raced with the caller: its
   // io_context could finish the handler and be destroyed while this thread
-  // still touched it (ASan: heap-use-after-free under load).
+  // still touched it (ASan: heap-use-after-free under load). For the same
+  // reason the post itself waits for this thread to leave it (see
+  // core/foreign_post.hpp; TSan: pthread_cond_signal vs ~posix_event).
+  // The error moves out too: an exception_ptr left here made this thread
+  // drop what could be the exception's last reference while the caller
+  // read it (the refcount is atomic, but inside uninstrumented libstdc++,
+  // so TSan reported ~Error vs what()); now the caller's thread frees it.
   void complete() override {
     auto ex = work_.get_executor();
     if constexpr (std::is_void_v<T>) {
-      boost::asio::post(ex, [h = std::move(handler_), e = error_, w = std::move(work_)]() mutable {
-        w.reset();
-        std::move(h)(e);
-      });
+      core::post_from_foreign_thread(
+          ex, [h = std::move(handler_), e = std::move(error_), w = std::move(work_)]() mutable {
+            w.reset();
+            std::move(h)(e);
+          });
     } else {
-      boost::asio::post(ex, [h = std::move(handler_), e = error_, v = std::move(value_),
-                             w = std::move(work_)]() mutable {
+      core::post_from_foreign_thread(ex, [h = std::move(handler_), e = std::move(error_),
+                                          v = std::move(value_), w = std::move(work_)]() mutable {
         w.reset();
         std::move(h)(e, std::move(v));
       });
