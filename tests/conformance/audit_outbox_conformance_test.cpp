@@ -89,6 +89,57 @@ TEST_P(AuditOutbox, IsEmptyUntilEnabled) {
   EXPECT_EQ(rows(backend()), 0u);
 }
 
+// What a relay reads through the backend object that wrote the rows (the
+// SQLite writer keeps its committed rows for it) is what the store holds,
+// read whole or in pages, and with another writer's rows in between.
+TEST_P(AuditOutbox, ARowReadsTheSameFromTheWriterAndFromTheStore) {
+  backend().enable_audit_outbox("tester");
+  // Another process's writer, for SQLite; memory has one object per store.
+  const bool memory = GetParam().name == "memory";
+  auto other_store = memory ? nullptr : open_store();
+  Backend& other = memory ? backend() : *other_store;
+  other.enable_audit_outbox("other");
+  std::vector<Job> bulk;
+  for (int i = 0; i < 40; ++i) {
+    Job j = make_job(i % 2 ? "qa" : "qb", "t");
+    if (i % 3 == 0) j.options.subject = std::string(63, 'c') + static_cast<char>('0' + i % 10);
+    if (i % 3 == 1) j.options.subject = "not-an-index-" + std::to_string(i);
+    bulk.push_back(j);
+  }
+  sync_wait(backend().enqueue(bulk));
+  for (int i = 0; i < 5; ++i) {
+    sync_wait(backend().enqueue({make_job("qa", "t")}));
+    if (i == 2) sync_wait(other.enqueue({make_job("qb", "t")}));  // a row not of this object
+  }
+  auto got = claim("qa", 10, 30000, "w1");
+  ASSERT_EQ(got.size(), 10u);
+  std::vector<Outcome> done;
+  for (const Job& j : got) done.push_back(completed(j, "r"));
+  EXPECT_EQ(finish(done), std::vector<bool>(10, true));
+
+  auto reader = memory ? nullptr : open_store();  // reads the store itself
+  const std::vector<std::string> stored = entries(memory ? backend() : *reader);
+  EXPECT_EQ(stored.size(), 40u + 5u + 1u + 10u + 10u);
+  // In pages of 3 through the writer: every row once, in order.
+  std::vector<std::string> paged;
+  std::int64_t after = 0;
+  for (int pages = 0; pages < 1000; ++pages) {
+    auto page = sync_wait(backend().read_audit_outbox(after, 3));
+    if (page.empty()) break;
+    EXPECT_LE(page.size(), 3u);
+    for (const AuditOutboxRow& r : page) {
+      EXPECT_GT(r.seq, after);
+      after = r.seq;
+      for (const AuditEvent& e : r.events)
+        paged.push_back(e.action + "|" + e.actor + "|" + e.job + "|" + e.queue + "|" + e.subject +
+                        "|" + e.detail);
+    }
+  }
+  EXPECT_EQ(paged, stored);
+  // And again whole: what a page took is still in the store.
+  EXPECT_EQ(entries(backend()), stored);
+}
+
 TEST_P(AuditOutbox, EachTransitionWritesItsEntriesWithIt) {
   backend().enable_audit_outbox("tester");
   const std::string s(64, 'a');  // a blind index, as the sealing codec stores it

@@ -177,6 +177,48 @@ const char* code_name(int rc) {
 
 class Stmt;
 
+// The audit outbox rows this backend object's writer committed, kept so
+// that read_audit_outbox can serve its own decorator's relay without a
+// SELECT on the reader lane (with audit on, that read ran once per relay
+// round). Rows go in after their COMMIT, in seq order; a read takes the
+// run that starts right after its cursor and has no gap in seq (a gap may
+// be another process's row, which only the store has), and falls back to
+// the SELECT otherwise. So it only ever returns rows the store holds
+// committed, and a reader that finds nothing here reads the store as before.
+// Thread safety: safe (the writer lane publishes, any thread takes).
+class OutboxCache {
+ public:
+  using Row = std::pair<std::int64_t, std::string>;  // seq, stored entries
+
+  void publish(std::vector<Row>& rows) {
+    if (rows.empty()) return;
+    std::lock_guard lock(mu_);
+    for (Row& r : rows) rows_.push_back(std::move(r));
+    rows.clear();
+    // Nobody relaying (or far behind): the store has them all anyway.
+    while (rows_.size() > kMaxRows) rows_.pop_front();
+  }
+
+  // Up to `limit` rows from seq after+1 on, consecutive; empty when the
+  // cache does not hold after+1. Rows through the last one returned leave.
+  std::vector<Row> take_after(std::int64_t after, std::size_t limit) {
+    std::vector<Row> out;
+    std::lock_guard lock(mu_);
+    while (!rows_.empty() && rows_.front().first <= after) rows_.pop_front();
+    for (std::int64_t next = after + 1;
+         out.size() < limit && !rows_.empty() && rows_.front().first == next; ++next) {
+      out.push_back(std::move(rows_.front()));
+      rows_.pop_front();
+    }
+    return out;
+  }
+
+ private:
+  static constexpr std::size_t kMaxRows = 10'000;
+  std::mutex mu_;
+  std::deque<Row> rows_;  // GUARDED_BY(mu_)
+};
+
 class Db {
  public:
   Db(const std::string& path, int busy_timeout_ms) : path_(path) {
@@ -241,8 +283,24 @@ class Db {
       for (std::size_t k = 0; k < o.n.size(); ++k) d->n[k] += o.n[k];
     }
     op_counts_.clear();
+    for (auto& r : op_outbox_) tx_outbox_.push_back(std::move(r));
+    op_outbox_.clear();
   }
-  void drop_op_counts() { op_counts_.clear(); }
+  void drop_op_counts() {
+    op_counts_.clear();
+    op_outbox_.clear();
+  }
+  // The outbox rows of the current op, kept like its counts and handed to
+  // `cache` (OutboxCache) once the transaction committed. Only a writer
+  // given a cache keeps them.
+  void keep_outbox_in(OutboxCache* cache) { outbox_cache_ = cache; }
+  void note_outbox(std::int64_t seq, std::string entries) {
+    if (outbox_cache_) op_outbox_.emplace_back(seq, std::move(entries));
+  }
+  void publish_outbox() {
+    if (outbox_cache_) outbox_cache_->publish(tx_outbox_);
+    tx_outbox_.clear();
+  }
   // Changes to (queue, state) made in this transaction and not yet in `counts`.
   std::int64_t pending_count(std::string_view queue, JobState state) const {
     std::int64_t n = 0;
@@ -254,6 +312,8 @@ class Db {
   void drop_tx_counts() {
     op_counts_.clear();
     tx_counts_.clear();
+    op_outbox_.clear();
+    tx_outbox_.clear();
   }
   void flush_counts();
   const std::string& path() const { return path_; }
@@ -283,6 +343,8 @@ class Db {
   sqlite3* db_ = nullptr;
   std::unordered_map<const char*, sqlite3_stmt*> cache_;
   std::vector<CountDelta> op_counts_, tx_counts_;
+  OutboxCache* outbox_cache_ = nullptr;
+  std::vector<OutboxCache::Row> op_outbox_, tx_outbox_;
 };
 
 // One use of a cached statement: binds, steps, and resets on scope exit so
@@ -800,6 +862,7 @@ class Lane {
     try {
       if (writer_) db.flush_counts();
       Stmt(db, "COMMIT").run();
+      db.publish_outbox();
     } catch (...) {
       auto e = std::current_exception();
       db.drop_tx_counts();
@@ -888,8 +951,10 @@ class EventLog {
     }
     rows_.clear();
     if (!audit_.empty()) {
+      std::string entries = audit_.take_encoded();
       Stmt s(db, "INSERT INTO audit_outbox(entries) VALUES(?1)");
-      s.bind_blob(1, audit_.take_encoded()).run();
+      s.bind_blob(1, entries).run();
+      db.note_outbox(sqlite3_last_insert_rowid(db.handle()), std::move(entries));
     }
   }
 
@@ -2357,6 +2422,7 @@ class SqliteBackend final : public Backend {
     // written anyway (no extra I/O), so old sealed bytes do not linger in
     // live pages; a purge turns it fully on for its own deletions.
     wdb->exec("PRAGMA secure_delete=FAST");
+    wdb->keep_outbox_in(&outbox_cache_);
     writer_ = std::make_unique<Lane>(std::move(wdb), true);
     reader_ = std::make_unique<Lane>(std::move(rdb), false);
     path_ = o.path;
@@ -2644,6 +2710,17 @@ class SqliteBackend final : public Backend {
   awaitable<std::vector<AuditOutboxRow>> read_audit_outbox(std::int64_t after_seq,
                                                           std::size_t limit) override {
     check_limit("outbox limit", limit, 10000);
+    if (auto mine = outbox_cache_.take_after(after_seq, limit); !mine.empty()) {
+      std::vector<AuditOutboxRow> out;
+      out.reserve(mine.size());
+      for (auto& [seq, entries] : mine) {
+        AuditOutboxRow r;
+        r.seq = seq;
+        r.events = decode_audit_entries(entries);
+        out.push_back(std::move(r));
+      }
+      return ready_rows(std::move(out));
+    }
     return run_on<std::vector<AuditOutboxRow>>(*reader_, [after_seq, limit](Db& db) {
       std::vector<AuditOutboxRow> out;
       Stmt s(db, "SELECT seq, entries FROM audit_outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2");
@@ -2656,6 +2733,10 @@ class SqliteBackend final : public Backend {
       }
       return out;
     });
+  }
+
+  static awaitable<std::vector<AuditOutboxRow>> ready_rows(std::vector<AuditOutboxRow> rows) {
+    co_return rows;
   }
 
   // One delete at a time rides in the writer's next batch (group commit):
@@ -2764,6 +2845,7 @@ class SqliteBackend final : public Backend {
  private:
   Env& env_;
   std::string display_;
+  OutboxCache outbox_cache_;  // before the lanes: the writer's Db points here
   // Declared last: destroyed first, draining their queues and joining.
   std::unique_ptr<Lane> writer_;
   std::unique_ptr<Lane> reader_;
