@@ -210,10 +210,10 @@ enum class AuditFsync : std::uint8_t {
   // fdatasync'd.
   never,
   // Group commit (the default). A background thread of the AuditLog runs
-  // fdatasync on the log as soon as records were written and the previous
-  // fdatasync finished; each covers every record written before it began.
-  // A record is on disk within about two fdatasync times (milliseconds on
-  // an SSD) after append() returns; a machine crash loses at most the
+  // fdatasync on the log once records were written, at most one flush
+  // starting per 10 ms; each covers every record written before it began.
+  // A record is on disk within about 10 ms plus two fdatasync times after
+  // append() returns; a machine crash loses at most the
   // records of that window. append() never waits for the disk, so an
   // auditing Backend adds no disk wait to a worker's event loop. Periodic
   // checkpoints are written by that thread, after its fdatasync (so they
