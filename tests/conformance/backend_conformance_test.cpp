@@ -283,6 +283,14 @@ TEST_P(BackendConformance, EnqueueBatchIsAllOrNothing) {
   EXPECT_EQ(counts("q")[kWaiting], 1u);
   for (int i = 0; i < 5; ++i) EXPECT_FALSE(sync_wait(backend().get(batch[i].id)));
 
+  // The same new id twice within one batch: refused, nothing written.
+  std::vector<Job> twice = batch;
+  twice.pop_back();
+  twice.push_back(twice[2]);
+  EXPECT_THROW(sync_wait(backend().enqueue(twice)), Conflict);
+  EXPECT_EQ(counts("q")[kWaiting], 1u);
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(sync_wait(backend().get(batch[i].id)));
+
   batch.pop_back();
   sync_wait(backend().enqueue(batch));
   EXPECT_EQ(counts("q")[kWaiting], 6u);

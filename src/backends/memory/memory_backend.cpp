@@ -795,11 +795,17 @@ class MemoryBackend final : public Backend {
   // tick), else "delayed" for a delayed job.
   std::vector<JobId> enqueue_locked(std::vector<Job> jobs, AuditEntries& audit,
                                     std::string_view via = {}) {
-    std::unordered_set<JobId, IdHash> seen;
+    // Ids that exist or repeat within the batch are refused before anything
+    // is written. A sorted copy, not a hash set: that was a node per job.
+    std::vector<JobId> batch_ids;
+    batch_ids.reserve(jobs.size());
     for (const auto& j : jobs) {
-      if (jobs_.count(j.id) || !seen.insert(j.id).second)
-        throw Conflict("job id " + j.id.str() + " already exists");
+      if (jobs_.count(j.id)) throw Conflict("job id " + j.id.str() + " already exists");
+      batch_ids.push_back(j.id);
     }
+    std::sort(batch_ids.begin(), batch_ids.end());
+    if (auto d = std::adjacent_find(batch_ids.begin(), batch_ids.end()); d != batch_ids.end())
+      throw Conflict("job id " + d->str() + " already exists");
     std::vector<JobId> ids;
     ids.reserve(jobs.size());
     std::map<std::pair<std::string, std::string>, JobId> batch_keys;
