@@ -182,7 +182,9 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
     bool lost = false;      // the backend refused a heartbeat: another worker owns it
     bool finished = false;  // outcome queued, waiting for the flusher
     bool cancel_requested = false;  // someone cancelled the job
-    std::unique_ptr<Reporter> reporter;
+    // In place, not on the heap: one allocation less per job (Running lives
+    // in a node of `running`, so its address is stable).
+    std::optional<Reporter> reporter;
   };
 
   Impl(std::shared_ptr<Client> c, std::shared_ptr<const TaskRegistry> t, WorkerOptions o)
@@ -277,8 +279,8 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
       if (ec) throw IntegrityError("job " + job.id.str() + ": stored payload is not valid JSON");
       std::vector<ChildResult> kids;
       if (job.children > 0) kids = co_await load_children(job);
-      r.reporter = std::make_unique<Reporter>(this, r.job, LeaseRef{job.id, token});
-      r.ctx = std::make_unique<TaskContext>(r.job, std::move(payload), env(), r.reporter.get(),
+      r.reporter.emplace(this, r.job, LeaseRef{job.id, token});
+      r.ctx = std::make_unique<TaskContext>(r.job, std::move(payload), env(), &*r.reporter,
                                             std::move(kids));
       if (r.cancel_requested) r.ctx->request_cancel();
       const Task* task = tasks->find(job.task);
@@ -425,7 +427,7 @@ struct Worker::Impl : std::enable_shared_from_this<Worker::Impl> {
           ++claim_calls;
           for (auto& job : jobs) {
             std::uint64_t token = job.lease.token;
-            running.emplace(token, Running{std::move(job), nullptr, false, false, false, nullptr});
+            running.try_emplace(token).first->second.job = std::move(job);
             ++executing;
             boost::asio::co_spawn(ex, run_job(token, shared_from_this()), boost::asio::detached);
           }

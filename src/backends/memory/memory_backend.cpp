@@ -76,6 +76,60 @@ std::int64_t ttl_deadline(const Job& j) {
   return j.options.ttl_ms > 0 && j.attempts_made == 0 ? j.created_ms + j.options.ttl_ms : 0;
 }
 
+// The event log's newest kEventRetention events, oldest first. Why a ring
+// of compact entries and not a deque of Event: every transition of every job
+// emits an event, subscribed to or not, and an Event carried a heap copy of
+// its queue's name while the deque took a new block every six events; that
+// was most of the allocations the event bus added to a job's way through
+// the store. Entries name their queue by a pointer into `names`, whose
+// strings outlive every entry; seqs are consecutive, so none is stored.
+class EventRing {
+ public:
+  void push(std::int64_t time_ms, EventType type, const std::string& queue, const JobId& job,
+            std::string detail) {
+    Entry e{time_ms, &*names_.insert(queue).first, job, std::move(detail), type};
+    if (entries_.size() < static_cast<std::size_t>(kEventRetention)) {
+      entries_.push_back(std::move(e));
+    } else {
+      entries_[head_] = std::move(e);
+      head_ = (head_ + 1) % entries_.size();
+    }
+    ++last_seq_;
+  }
+  std::size_t size() const { return entries_.size(); }
+  bool empty() const { return entries_.empty(); }
+  std::int64_t first_seq() const {
+    return last_seq_ - static_cast<std::int64_t>(entries_.size()) + 1;
+  }
+  // The i-th oldest event held.
+  Event at(std::size_t i) const {
+    const Entry& e = entries_[(head_ + i) % entries_.size()];
+    Event out;
+    out.seq = first_seq() + static_cast<std::int64_t>(i);
+    out.time_ms = e.time_ms;
+    out.type = e.type;
+    out.queue = *e.queue;
+    out.job = e.job;
+    out.detail = e.detail;
+    return out;
+  }
+
+ private:
+  struct Entry {
+    std::int64_t time_ms;
+    const std::string* queue;
+    JobId job;
+    std::string detail;
+    EventType type;
+  };
+  std::vector<Entry> entries_;
+  std::size_t head_ = 0;  // the oldest entry, once the ring is full
+  std::int64_t last_seq_ = 0;
+  // Every queue name an event has carried (a queue's removal leaves its
+  // name: older events still show it).
+  std::set<std::string, std::less<>> names_;
+};
+
 class MemoryBackend final : public Backend {
  public:
   explicit MemoryBackend(Env& env) : env_(env), next_token_(env.random_u64() | 1) {
@@ -618,7 +672,7 @@ class MemoryBackend final : public Backend {
     EventPage page;
     std::vector<Event>& out = page.events;
     if (events_.empty()) co_return page;
-    std::int64_t first = events_.front().seq;
+    std::int64_t first = events_.first_seq();
     std::size_t start;
     if (after_seq < 0) {
       start = events_.size() > limit ? events_.size() - limit : 0;
@@ -626,7 +680,7 @@ class MemoryBackend final : public Backend {
       start = after_seq < first ? 0 : static_cast<std::size_t>(after_seq - first + 1);
     }
     for (std::size_t i = start; i < events_.size() && out.size() < limit; ++i)
-      out.push_back(events_[i]);
+      out.push_back(events_.at(i));
     if (!out.empty()) page.last_seq = out.back().seq;
     co_return page;
   }
@@ -803,7 +857,9 @@ class MemoryBackend final : public Backend {
       if (jobs_.count(j.id)) throw Conflict("job id " + j.id.str() + " already exists");
       batch_ids.push_back(j.id);
     }
-    std::sort(batch_ids.begin(), batch_ids.end());
+    // Ids made by JobId::generate come in order: skip the sort then.
+    if (!std::is_sorted(batch_ids.begin(), batch_ids.end()))
+      std::sort(batch_ids.begin(), batch_ids.end());
     if (auto d = std::adjacent_find(batch_ids.begin(), batch_ids.end()); d != batch_ids.end())
       throw Conflict("job id " + d->str() + " already exists");
     std::vector<JobId> ids;
@@ -822,9 +878,7 @@ class MemoryBackend final : public Backend {
         }
         if (existing) {
           ids.push_back(*existing);
-          Event ev = make_event(EventType::deduplicated, j.queue, *existing, j.created_ms);
-          ev.detail = j.id.str();
-          push_event(std::move(ev));
+          events_.push(j.created_ms, EventType::deduplicated, j.queue, *existing, j.id.str());
           audit.deduplicated(j, *existing);
           continue;
         }
@@ -996,24 +1050,8 @@ class MemoryBackend final : public Backend {
       idem_.erase(it);
   }
 
-  static Event make_event(EventType type, const std::string& queue, const JobId& id,
-                          std::int64_t now_ms) {
-    Event e;
-    e.time_ms = now_ms;
-    e.type = type;
-    e.queue = queue;
-    e.job = id;
-    return e;
-  }
   void emit(EventType type, const Job& j, std::int64_t now_ms, std::string detail = {}) {
-    Event e = make_event(type, j.queue, j.id, now_ms);
-    e.detail = std::move(detail);
-    push_event(std::move(e));
-  }
-  void push_event(Event e) {
-    e.seq = ++event_seq_;
-    events_.push_back(std::move(e));
-    if (static_cast<std::int64_t>(events_.size()) > kEventRetention) events_.pop_front();
+    events_.push(now_ms, type, j.queue, j.id, std::move(detail));
   }
 
   static void check_limit(const char* what, std::size_t limit, std::size_t max) {
@@ -1093,8 +1131,7 @@ class MemoryBackend final : public Backend {
   std::unordered_map<JobId, std::vector<JobId>, IdHash> children_;
   std::unordered_map<JobId, std::vector<LogLine>, IdHash> logs_;
   std::map<std::pair<std::string, std::string>, Repeatable> repeatables_;
-  std::deque<Event> events_;
-  std::int64_t event_seq_ = 0;
+  EventRing events_;
   std::optional<std::string> audit_actor_;  // set: the outbox is on
   std::deque<AuditOutboxRow> outbox_;
   std::int64_t outbox_seq_ = 0;
