@@ -692,6 +692,50 @@ TEST_P(Features, EventLogFollowsEachTransitionInOrder) {
   EXPECT_THROW(sync_wait(backend().read_events(0, 0)), InvalidArgument);
 }
 
+// Past kEventRetention events the log drops its oldest, never the newest,
+// and what it keeps still reads in order without gaps, from any cursor.
+TEST_P(Features, EventLogPastItsRetentionKeepsTheNewestInOrder) {
+  const std::size_t total = static_cast<std::size_t>(kEventRetention) + 1500;
+  std::vector<JobId> ids;
+  for (std::size_t done = 0; done < total;) {
+    std::vector<Job> batch;
+    for (std::size_t k = 0; k < 1000 && done < total; ++k, ++done) {
+      batch.push_back(make_job(done % 2 ? "odd" : "even", "t"));
+      ids.push_back(batch.back().id);
+    }
+    sync_wait(backend().enqueue(std::move(batch)));
+  }
+  auto newest = sync_wait(backend().read_events(-1, 3)).events;
+  ASSERT_EQ(newest.size(), 3u);
+  EXPECT_EQ(newest[2].job, ids.back());
+  EXPECT_EQ(newest[2].queue, (total - 1) % 2 ? "odd" : "even");
+  EXPECT_EQ(newest[0].job, ids[total - 3]);
+  // From the start: pages run on in seq order, one waiting event per job
+  // in the order added, none missing, to the newest. The contract keeps at
+  // least kEventRetention; when older ones go is the backend's choice (the
+  // memory ring drops them at once, SQLite trims in the background).
+  auto page = sync_wait(backend().read_events(0, 10000));
+  ASSERT_FALSE(page.events.empty());
+  auto at = std::find(ids.begin(), ids.end(), page.events.front().job);
+  ASSERT_NE(at, ids.end());
+  std::int64_t last_seq = -1;
+  std::size_t read = 0;
+  while (!page.events.empty()) {
+    for (const Event& e : page.events) {
+      ASSERT_GT(e.seq, last_seq);
+      ASSERT_NE(at, ids.end());
+      ASSERT_EQ(e.job, *at) << "event " << read << " of those kept";
+      last_seq = e.seq;
+      ++at;
+      ++read;
+    }
+    page = sync_wait(backend().read_events(page.last_seq, 10000));
+  }
+  EXPECT_EQ(at, ids.end());
+  EXPECT_EQ(last_seq, newest[2].seq);
+  EXPECT_GE(read, static_cast<std::size_t>(kEventRetention));
+}
+
 TEST_P(Features, PromotionOfADueJobRecordsAWaitingEvent) {
   JobOptions soon;
   soon.delay_ms = 5'000;
