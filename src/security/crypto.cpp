@@ -75,43 +75,72 @@ CipherCtx new_ctx() {
   return ctx;
 }
 
-// One encryption on `ctx`, which has its key and nonce set: appends
-// ciphertext || tag to `out`. On failure `out` is as it was.
-void gcm_encrypt(EVP_CIPHER_CTX* ctx, std::string_view aad, std::string_view plain,
-                 std::string& out) {
-  const int aad_len = checked_int(aad.size(), "associated data");
-  const int plain_len = checked_int(plain.size(), "plaintext");
-  const std::size_t at = out.size();
-  auto fail = [&](std::string_view op) {
-    out.resize(at);
-    throw_openssl(op);
-  };
+// One encryption on `ctx`, which has its key and nonce set: writes
+// ciphertext || tag (plain.size() + kGcmTagBytes bytes) at `out`.
+// REQUIRES: aad and plain no longer than INT_MAX (checked_int).
+void gcm_encrypt_to(EVP_CIPHER_CTX* ctx, std::string_view aad, std::string_view plain,
+                    unsigned char* out) {
+  const int aad_len = static_cast<int>(aad.size());
+  const int plain_len = static_cast<int>(plain.size());
   int len = 0;
   if (aad_len > 0 && EVP_EncryptUpdate(ctx, nullptr, &len, u8(aad), aad_len) != 1)
-    fail("EVP_EncryptUpdate(aad)");
-  out.resize(at + plain.size() + kGcmTagBytes);
-  auto* ct = reinterpret_cast<unsigned char*>(out.data() + at);
+    throw_openssl("EVP_EncryptUpdate(aad)");
   int written = 0;
   if (plain_len > 0) {
-    if (EVP_EncryptUpdate(ctx, ct, &len, u8(plain), plain_len) != 1) fail("EVP_EncryptUpdate");
+    if (EVP_EncryptUpdate(ctx, out, &len, u8(plain), plain_len) != 1)
+      throw_openssl("EVP_EncryptUpdate");
     written = len;
   }
   unsigned char tail[16];
-  if (EVP_EncryptFinal_ex(ctx, tail, &len) != 1) fail("EVP_EncryptFinal_ex");
+  if (EVP_EncryptFinal_ex(ctx, tail, &len) != 1) throw_openssl("EVP_EncryptFinal_ex");
   // GCM is a stream mode: Update wrote every byte, Final writes none.
-  if (written != plain_len || len != 0) fail("AES-256-GCM output length");
-  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, static_cast<int>(kGcmTagBytes),
-                          ct + plain.size()) != 1)
-    fail("EVP_CTRL_GCM_GET_TAG");
+  if (written != plain_len || len != 0) throw_openssl("AES-256-GCM output length");
+  // The parameter call that EVP_CTRL_GCM_GET_TAG makes, without the control
+  // call's translation around it: this runs once per message.
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, out + plain.size(),
+                                        kGcmTagBytes),
+      OSSL_PARAM_construct_end()};
+  if (EVP_CIPHER_CTX_get_params(ctx, params) != 1) throw_openssl("get AES-256-GCM tag");
 }
 
-// One decryption on `ctx`, which has its key and nonce set. Returns false
-// (and `plain` empty) if the tag does not authenticate; no unverified
-// plaintext is ever left in `plain` (it is wiped).
+// Appends ciphertext || tag to `out`; on failure `out` is as it was.
+void gcm_encrypt(EVP_CIPHER_CTX* ctx, std::string_view aad, std::string_view plain,
+                 std::string& out) {
+  const std::size_t at = out.size();
+  out.resize(at + plain.size() + kGcmTagBytes);
+  try {
+    gcm_encrypt_to(ctx, aad, plain, reinterpret_cast<unsigned char*>(out.data() + at));
+  } catch (...) {
+    out.resize(at);
+    throw;
+  }
+}
+
+// The parameters that hand the expected tag to a decryption's init call.
+// Given there rather than by EVP_CTRL_GCM_SET_TAG afterwards: each control
+// call is a parameter round trip through the provider (a lookup of every
+// parameter name the GCM implementation knows), which showed up per message.
+// `tag_copy` must outlive the init call; OpenSSL copies it into the context.
+struct TagParams {
+  unsigned char tag_copy[kGcmTagBytes];
+  OSSL_PARAM params[2];
+  explicit TagParams(std::string_view tag) {
+    std::memcpy(tag_copy, tag.data(), kGcmTagBytes);
+    params[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag_copy,
+                                                  kGcmTagBytes);
+    params[1] = OSSL_PARAM_construct_end();
+  }
+};
+
+// One decryption on `ctx`, which has its key, nonce and expected tag set.
+// Returns false (and `plain` empty) if the tag does not authenticate; no
+// unverified plaintext is ever left in `plain` (it is wiped).
+// REQUIRES: aad and ciphertext no longer than INT_MAX (checked_int).
 bool gcm_decrypt(EVP_CIPHER_CTX* ctx, std::string_view aad, std::string_view ciphertext,
-                 std::string_view tag, std::string& plain) {
-  const int aad_len = checked_int(aad.size(), "associated data");
-  const int ct_len = checked_int(ciphertext.size(), "ciphertext");
+                 std::string& plain) {
+  const int aad_len = static_cast<int>(aad.size());
+  const int ct_len = static_cast<int>(ciphertext.size());
   secure_wipe(plain);
   plain.assign(ciphertext.size(), '\0');
   auto fail = [&](std::string_view op) {
@@ -128,12 +157,6 @@ bool gcm_decrypt(EVP_CIPHER_CTX* ctx, std::string_view aad, std::string_view cip
     if (EVP_DecryptUpdate(ctx, pt, &len, u8(ciphertext), ct_len) != 1) fail("EVP_DecryptUpdate");
     written = len;
   }
-  // The tag is set before Final; OpenSSL only reads it, the copy is for its
-  // non-const API.
-  unsigned char tag_copy[kGcmTagBytes];
-  std::memcpy(tag_copy, tag.data(), kGcmTagBytes);
-  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, static_cast<int>(kGcmTagBytes), tag_copy) != 1)
-    fail("EVP_CTRL_GCM_SET_TAG");
   unsigned char tail[16];
   if (EVP_DecryptFinal_ex(ctx, tail, &len) != 1) {
     // Authentication failed. OpenSSL 3 queues no error for a tag mismatch,
@@ -153,6 +176,8 @@ GcmSealed aes256_gcm_seal(std::string_view key, std::string_view nonce, std::str
                           std::string_view plain) {
   require_length("AES-256-GCM key", key.size(), kAes256KeyBytes);
   require_length("AES-256-GCM nonce", nonce.size(), kGcmNonceBytes);
+  checked_int(aad.size(), "associated data");
+  checked_int(plain.size(), "plaintext");
   CipherCtx ctx = new_ctx();
   // The default GCM IV length is 12 bytes, so no EVP_CTRL_GCM_SET_IVLEN.
   if (EVP_EncryptInit_ex2(ctx.get(), aes256gcm(), u8(key), u8(nonce), nullptr) != 1)
@@ -172,25 +197,46 @@ std::optional<std::string> aes256_gcm_open(std::string_view key, std::string_vie
   require_length("AES-256-GCM key", key.size(), kAes256KeyBytes);
   require_length("AES-256-GCM nonce", nonce.size(), kGcmNonceBytes);
   require_length("AES-256-GCM tag", tag.size(), kGcmTagBytes);
+  checked_int(aad.size(), "associated data");
+  checked_int(ciphertext.size(), "ciphertext");
   CipherCtx ctx = new_ctx();
-  if (EVP_DecryptInit_ex2(ctx.get(), aes256gcm(), u8(key), u8(nonce), nullptr) != 1)
+  TagParams tp(tag);
+  if (EVP_DecryptInit_ex2(ctx.get(), aes256gcm(), u8(key), u8(nonce), tp.params) != 1)
     throw_openssl("EVP_DecryptInit_ex2");
   std::string plain;
-  if (!gcm_decrypt(ctx.get(), aad, ciphertext, tag, plain)) return std::nullopt;
+  if (!gcm_decrypt(ctx.get(), aad, ciphertext, plain)) return std::nullopt;
   return plain;
 }
 
 // ---- GcmKey ----------------------------------------------------------------
 
 namespace {
-// Idle contexts kept per key: about one per thread that seals at once; more
-// are freed after use rather than kept.
-constexpr std::size_t kMaxIdleContexts = 16;
+
+std::atomic<std::uint64_t> next_gcm_serial{1};
+
+// Which context this thread uses for which GcmKey (by serial number). Plain
+// data, so the thread_local needs no constructor, destructor or guard on
+// each access; the contexts belong to their GcmKeys, not to this table. A
+// thread that uses more keys than entries evicts the oldest, and makes that
+// key another context if it comes back to it (bounded by
+// kMaxThreadContexts).
+struct ThreadGcmContexts {
+  static constexpr std::size_t kEntries = 8;
+  struct Entry {
+    std::uint64_t serial = 0;  // 0: empty (serials start at 1)
+    EVP_CIPHER_CTX* ctx = nullptr;
+  };
+  Entry entries[kEntries];
+  std::size_t next = 0;  // the entry to replace next
+};
+thread_local ThreadGcmContexts thread_gcm_contexts;
+
 }  // namespace
 
 void GcmKey::CtxFree::operator()(EVP_CIPHER_CTX* c) const noexcept { EVP_CIPHER_CTX_free(c); }
 
-GcmKey::GcmKey(std::string_view key) {
+GcmKey::GcmKey(std::string_view key)
+    : serial_(next_gcm_serial.fetch_add(1, std::memory_order_relaxed)) {
   require_length("AES-256-GCM key", key.size(), kAes256KeyBytes);
   keyed_.reset(EVP_CIPHER_CTX_new());
   if (!keyed_) throw_openssl("EVP_CIPHER_CTX_new");
@@ -200,48 +246,96 @@ GcmKey::GcmKey(std::string_view key) {
 
 GcmKey::~GcmKey() = default;
 
-GcmKey::Ctx GcmKey::acquire() const {
-  {
-    std::lock_guard lock(mu_);
-    if (!idle_.empty()) {
-      Ctx c = std::move(idle_.back());
-      idle_.pop_back();
-      return c;
-    }
-  }
-  // Copying only reads keyed_, which no call ever uses directly.
+GcmKey::Ctx GcmKey::copy_keyed() const {
+  // Copying only reads keyed_, which no call ever uses directly, so
+  // threads may copy it at once.
   Ctx c(EVP_CIPHER_CTX_new());
   if (!c) throw_openssl("EVP_CIPHER_CTX_new");
   if (EVP_CIPHER_CTX_copy(c.get(), keyed_.get()) != 1) throw_openssl("EVP_CIPHER_CTX_copy");
   return c;
 }
 
-void GcmKey::release(Ctx ctx) const {
-  std::lock_guard lock(mu_);
-  if (idle_.size() < kMaxIdleContexts) idle_.push_back(std::move(ctx));
+EVP_CIPHER_CTX* GcmKey::thread_context(Ctx& spare) const {
+  ThreadGcmContexts& t = thread_gcm_contexts;
+  for (const auto& e : t.entries)
+    if (e.serial == serial_) return e.ctx;
+  Ctx c = copy_keyed();
+  EVP_CIPHER_CTX* raw = c.get();
+  {
+    std::lock_guard lock(mu_);
+    if (thread_ctxs_.size() < kMaxThreadContexts) thread_ctxs_.push_back(std::move(c));
+  }
+  if (c) {  // this key has its share of threads: a context for this call only
+    spare = std::move(c);
+    return raw;
+  }
+  t.entries[t.next] = {serial_, raw};
+  t.next = (t.next + 1) % ThreadGcmContexts::kEntries;
+  return raw;
+}
+
+void GcmKey::drop_thread_context() const noexcept {
+  for (auto& e : thread_gcm_contexts.entries)
+    if (e.serial == serial_) e = {};
+}
+
+void GcmKey::seal_to(std::string_view nonce, std::string_view aad, std::string_view plain,
+                     char* out) const {
+  require_length("AES-256-GCM nonce", nonce.size(), kGcmNonceBytes);
+  checked_int(aad.size(), "associated data");
+  checked_int(plain.size(), "plaintext");
+  Ctx spare;
+  EVP_CIPHER_CTX* c = thread_context(spare);
+  try {
+    // No cipher and no key: keep both, set the nonce (this also restarts GHASH).
+    if (EVP_CipherInit_ex2(c, nullptr, nullptr, u8(nonce), 1, nullptr) != 1)
+      throw_openssl("EVP_CipherInit_ex2");
+    gcm_encrypt_to(c, aad, plain, reinterpret_cast<unsigned char*>(out));
+  } catch (...) {
+    if (!spare) drop_thread_context();
+    throw;
+  }
 }
 
 void GcmKey::seal(std::string_view nonce, std::string_view aad, std::string_view plain,
                   std::string& out) const {
-  require_length("AES-256-GCM nonce", nonce.size(), kGcmNonceBytes);
-  Ctx c = acquire();
-  // No cipher and no key: keep both, set the nonce (this also restarts GHASH).
-  if (EVP_CipherInit_ex2(c.get(), nullptr, nullptr, u8(nonce), 1, nullptr) != 1)
-    throw_openssl("EVP_CipherInit_ex2");
-  gcm_encrypt(c.get(), aad, plain, out);
-  release(std::move(c));
+  const std::size_t at = out.size();
+  out.resize(at + plain.size() + kGcmTagBytes);
+  try {
+    seal_to(nonce, aad, plain, out.data() + at);
+  } catch (...) {
+    out.resize(at);
+    throw;
+  }
 }
 
 bool GcmKey::open(std::string_view nonce, std::string_view aad, std::string_view ciphertext,
                   std::string_view tag, std::string& plain) const {
   require_length("AES-256-GCM nonce", nonce.size(), kGcmNonceBytes);
   require_length("AES-256-GCM tag", tag.size(), kGcmTagBytes);
-  Ctx c = acquire();
-  if (EVP_CipherInit_ex2(c.get(), nullptr, nullptr, u8(nonce), 0, nullptr) != 1)
-    throw_openssl("EVP_CipherInit_ex2");
-  if (!gcm_decrypt(c.get(), aad, ciphertext, tag, plain)) return false;  // c is freed
-  release(std::move(c));
-  return true;
+  checked_int(aad.size(), "associated data");
+  checked_int(ciphertext.size(), "ciphertext");
+  Ctx spare;
+  EVP_CIPHER_CTX* c = thread_context(spare);
+  bool opened = false;
+  try {
+    TagParams tp(tag);
+    if (EVP_CipherInit_ex2(c, nullptr, nullptr, u8(nonce), 0, tp.params) != 1)
+      throw_openssl("EVP_CipherInit_ex2");
+    opened = gcm_decrypt(c, aad, ciphertext, plain);
+  } catch (...) {
+    if (!spare) drop_thread_context();
+    throw;
+  }
+  if (!opened && !spare) {
+    // Keyed again from scratch rather than trusted after a refusal (the
+    // copy resets the context first, which frees and wipes its state).
+    if (EVP_CIPHER_CTX_copy(c, keyed_.get()) != 1) {
+      ERR_clear_error();
+      drop_thread_context();
+    }
+  }
+  return opened;
 }
 
 // ---- HMAC-SHA-256 ----------------------------------------------------------
@@ -358,7 +452,7 @@ struct NonceBlock {
 
 }  // namespace
 
-std::string random_gcm_nonce() {
+void random_gcm_nonce(char* out) {
   static const bool registered = [] {
     if (pthread_atfork(nullptr, nullptr, after_fork_in_child) != 0)
       throw Error(errc::backend_failure, "pthread_atfork failed");
@@ -375,10 +469,15 @@ std::string random_gcm_nonce() {
     block.next = 0;
     block.generation = generation;
   }
-  std::string out(reinterpret_cast<const char*>(block.bytes + block.next), kGcmNonceBytes);
+  std::memcpy(out, block.bytes + block.next, kGcmNonceBytes);
   // Handed out once: the bytes are not needed again.
   OPENSSL_cleanse(block.bytes + block.next, kGcmNonceBytes);
   block.next += kGcmNonceBytes;
+}
+
+std::string random_gcm_nonce() {
+  std::string out(kGcmNonceBytes, '\0');
+  random_gcm_nonce(out.data());
   return out;
 }
 

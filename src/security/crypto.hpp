@@ -41,6 +41,7 @@
 #include <openssl/types.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -77,20 +78,38 @@ std::optional<std::string> aes256_gcm_open(std::string_view key, std::string_vie
 
 // An AES-256-GCM key prepared once for many messages: the key schedule and
 // GHASH table are computed at construction in a keyed OpenSSL context, and
-// each call works on a copy of it, taken from a small pool (so a message
-// costs setting its nonce, not re-keying). Same algorithm, lengths and
-// results as aes256_gcm_seal/open.
+// each thread that uses the key gets a copy of it of its own, made on its
+// first call and reused by every later call of that thread (so a message
+// costs setting its nonce, not re-keying, and takes no lock). Same
+// algorithm, lengths and results as aes256_gcm_seal/open.
 //
-// Key material: the raw key bytes are not kept; the contexts hold the
-// expanded key until the GcmKey is destroyed, when they are freed and
-// OpenSSL wipes them (OPENSSL_clear_free). Own a GcmKey next to the Secret
-// it was made from, with the same lifetime. A context that saw a failed
-// open or an error is freed, never reused.
+// Why per thread and not a locked pool: the pool's lock was taken twice per
+// message, by the producer and the worker threads alike, and was their most
+// contended lock. A thread finds its context through a small thread_local
+// table keyed by the GcmKey's serial number, which is never reused, so an
+// entry left behind by a destroyed GcmKey never matches again and is never
+// followed.
 //
-// Thread safety: seal and open are safe concurrently (each call has a
-// context of its own). Errors: as the functions above.
+// Key material: the raw key bytes are not kept; the contexts (the keyed one
+// and every thread's copy) are owned by the GcmKey and hold the expanded key
+// until the GcmKey is destroyed, when they are freed and OpenSSL wipes them
+// (OPENSSL_clear_free), whichever threads made them and whether or not
+// those threads still run. Own a GcmKey next to the Secret it was made from,
+// with the same lifetime. A thread's context that saw a failed open is keyed
+// again from the keyed context before it is reused, and one that saw an
+// OpenSSL error is never used again.
+//
+// At most kMaxThreadContexts threads get a context of their own per key (a
+// thread that ended keeps its context until the key goes); further threads
+// copy the keyed context per message, as slow as a fresh context but
+// correct.
+//
+// Thread safety: seal and open are safe concurrently. Lifetime: a GcmKey
+// must outlive every call on it. Errors: as the functions above.
 class GcmKey {
  public:
+  static constexpr std::size_t kMaxThreadContexts = 64;
+
   // REQUIRES: key.size() == kAes256KeyBytes.
   explicit GcmKey(std::string_view key);
   ~GcmKey();
@@ -101,6 +120,12 @@ class GcmKey {
   // REQUIRES: nonce.size() == kGcmNonceBytes, never used before with this key.
   void seal(std::string_view nonce, std::string_view aad, std::string_view plain,
             std::string& out) const;
+  // Writes ciphertext || tag (plain.size() + kGcmTagBytes bytes) at `out`,
+  // which may not overlap `plain` or `aad`. On an exception the bytes at
+  // `out` are unspecified.
+  // REQUIRES: as seal() above.
+  void seal_to(std::string_view nonce, std::string_view aad, std::string_view plain,
+               char* out) const;
   // Verifies and decrypts into `plain` (replacing it). Returns false, with
   // `plain` empty, if the tag does not authenticate.
   // REQUIRES: nonce.size() == kGcmNonceBytes, tag.size() == kGcmTagBytes.
@@ -112,12 +137,20 @@ class GcmKey {
     void operator()(EVP_CIPHER_CTX* c) const noexcept;
   };
   using Ctx = std::unique_ptr<EVP_CIPHER_CTX, CtxFree>;
-  Ctx acquire() const;
-  void release(Ctx ctx) const;
+  // A new copy of keyed_.
+  Ctx copy_keyed() const;
+  // The calling thread's context for this key, made on its first call. If
+  // this key already has kMaxThreadContexts, a copy only for this call is
+  // put in `spare` and returned.
+  EVP_CIPHER_CTX* thread_context(Ctx& spare) const;
+  // Forgets the calling thread's context: it is never used again (it stays
+  // owned, and is freed with the key).
+  void drop_thread_context() const noexcept;
 
-  Ctx keyed_;  // keyed, no nonce; only ever copied
+  const std::uint64_t serial_;  // unique for the life of the process
+  Ctx keyed_;                   // keyed, no nonce; only ever copied
   mutable std::mutex mu_;
-  mutable std::vector<Ctx> idle_;  // GUARDED_BY(mu_)
+  mutable std::vector<Ctx> thread_ctxs_;  // GUARDED_BY(mu_); each used by one thread only
 };
 
 // HMAC-SHA-256 of `message` under `key` (any length, per RFC 2104).
@@ -168,6 +201,8 @@ std::string random_bytes(std::size_t n);
 // memory reveals nothing. A forked child discards what its parent drew
 // (a pthread_atfork handler), so parent and child never share a nonce.
 std::string random_gcm_nonce();
+// The same, written to the kGcmNonceBytes bytes at `out`.
+void random_gcm_nonce(char* out);
 
 // Lowercase hex of `bytes`, and its inverse (InvalidArgument on bad input).
 std::string to_hex(std::string_view bytes);

@@ -12,9 +12,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <memory>
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace asyncmq::security {
 namespace {
@@ -177,6 +179,77 @@ TEST(CryptoGcmKey, ConcurrentUse) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(failures, std::vector<int>(4, 0));
+}
+
+// A thread finds its context of a key by the key's serial number. A key
+// made where a destroyed one lived (the allocator hands the same address
+// back) must get a context of its own: one keyed with the old key would
+// seal under the wrong key, and the old one is freed (ASan would see it used).
+TEST(CryptoGcmKey, KeyMadeAfterAnotherWasDestroyedUsesItsOwnKey) {
+  const std::string nonce = random_gcm_nonce(), aad = "aad", plain = "payload";
+  for (int round = 0; round < 20; ++round) {
+    const std::string key = random_bytes(32);
+    auto k = std::make_unique<GcmKey>(key);
+    std::string out;
+    k->seal(nonce, aad, plain, out);
+    GcmSealed fresh = aes256_gcm_seal(key, nonce, aad, plain);
+    ASSERT_EQ(out, fresh.ciphertext + fresh.tag) << "round " << round;
+    std::string back;
+    ASSERT_TRUE(k->open(nonce, aad, fresh.ciphertext, fresh.tag, back));
+    EXPECT_EQ(back, plain);
+  }
+}
+
+// One thread going round more keys than it keeps contexts for, back to the
+// first ones (their contexts were evicted from its table), with refused
+// opens in between: every result is the fresh-context one.
+TEST(CryptoGcmKey, ThreadUsingManyKeysInTurn) {
+  std::vector<std::string> keys;
+  std::vector<std::unique_ptr<GcmKey>> prepared;
+  for (int i = 0; i < 20; ++i) {
+    keys.push_back(random_bytes(32));
+    prepared.push_back(std::make_unique<GcmKey>(keys.back()));
+  }
+  for (int pass = 0; pass < 3; ++pass) {
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      SCOPED_TRACE("pass " + std::to_string(pass) + " key " + std::to_string(i));
+      const std::string nonce = random_gcm_nonce(), aad = "a" + std::to_string(i),
+                        plain = random_bytes(i * 13);
+      std::string out;
+      prepared[i]->seal(nonce, aad, plain, out);
+      GcmSealed fresh = aes256_gcm_seal(keys[i], nonce, aad, plain);
+      EXPECT_EQ(out, fresh.ciphertext + fresh.tag);
+      std::string back;
+      EXPECT_FALSE(prepared[i]->open(nonce, aad + "x", fresh.ciphertext, fresh.tag, back));
+      ASSERT_TRUE(prepared[i]->open(nonce, aad, fresh.ciphertext, fresh.tag, back));
+      EXPECT_EQ(back, plain);
+    }
+  }
+}
+
+// More threads than a key gives contexts of their own: the rest seal and
+// open on a copy per call, with the same results.
+TEST(CryptoGcmKey, MoreThreadsThanThreadContexts) {
+  const std::string key = random_bytes(32);
+  GcmKey k(key);
+  const std::size_t n = GcmKey::kMaxThreadContexts + 8;
+  std::vector<int> failures(n, 0);
+  for (std::size_t t = 0; t < n; ++t) {
+    // One after another: each thread ends before the next starts, so all of
+    // them are distinct threads without n running at once.
+    std::thread([&, t] {
+      for (int i = 0; i < 3; ++i) {
+        const std::string nonce = random_gcm_nonce(), aad = "t" + std::to_string(t),
+                          plain(static_cast<std::size_t>(t + i), 'p');
+        std::string sealed, back;
+        k.seal(nonce, aad, plain, sealed);
+        GcmSealed fresh = aes256_gcm_seal(key, nonce, aad, plain);
+        if (sealed != fresh.ciphertext + fresh.tag) ++failures[t];
+        if (!k.open(nonce, aad, fresh.ciphertext, fresh.tag, back) || back != plain) ++failures[t];
+      }
+    }).join();
+  }
+  EXPECT_EQ(failures, std::vector<int>(n, 0));
 }
 
 TEST(CryptoRandom, NoncesDiffer) {
