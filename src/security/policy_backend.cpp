@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <map>
-#include <unordered_map>
 #include <mutex>
 #include <set>
 
@@ -34,8 +33,11 @@ class PolicyBackend final : public core::ForwardingBackend {
       : ForwardingBackend(std::move(inner)), who_(std::move(who)), policy_(std::move(policy)) {}
 
   awaitable<std::vector<JobId>> enqueue(std::vector<Job> jobs) override {
-    std::set<std::string_view> queues;
-    for (const auto& j : jobs) queues.insert(j.queue);
+    // A bulk add is usually all one queue: a linear search over the
+    // distinct ones, not a node per job in a set.
+    std::vector<std::string_view> queues;
+    for (const auto& j : jobs)
+      if (std::find(queues.begin(), queues.end(), j.queue) == queues.end()) queues.push_back(j.queue);
     for (auto q : queues) policy_->check(*who_, Action::add, q);
     co_return co_await inner().enqueue(std::move(jobs));
   }
@@ -43,19 +45,13 @@ class PolicyBackend final : public core::ForwardingBackend {
   awaitable<std::vector<Job>> claim(const ClaimRequest& request) override {
     policy_->check(*who_, Action::claim, request.queue);
     auto jobs = co_await inner().claim(request);
-    if (!jobs.empty()) {
-      std::lock_guard lock(mu_);
-      for (const auto& j : jobs) claimed_[j.id] = &intern_locked(j.queue);
-    }
+    if (!jobs.empty()) remember(jobs);
     co_return jobs;
   }
 
   awaitable<std::vector<LeaseStatus>> heartbeat(std::vector<LeaseRef> leases,
                                                 std::int64_t expires_ms) override {
-    std::vector<JobId> ids;
-    ids.reserve(leases.size());
-    for (const auto& l : leases) ids.push_back(l.id);
-    auto queues = co_await queues_of(ids);
+    auto queues = co_await queues_of(leases);
     // One check per distinct queue of the batch, not one per job.
     for (auto q : distinct(queues))
       if (!q.empty()) policy_->check(*who_, Action::heartbeat, q);
@@ -63,10 +59,15 @@ class PolicyBackend final : public core::ForwardingBackend {
   }
 
   awaitable<std::vector<bool>> finish(std::vector<Outcome> outcomes) override {
-    std::vector<JobId> ids;
-    ids.reserve(outcomes.size());
-    for (const auto& o : outcomes) ids.push_back(o.id);
-    auto queues = co_await queues_of(ids);
+    std::vector<LeaseRef> leases;
+    leases.reserve(outcomes.size());
+    for (const auto& o : outcomes) {
+      LeaseRef l;
+      l.id = o.id;
+      l.token = o.token;
+      leases.push_back(l);
+    }
+    auto queues = co_await queues_of(leases);
     // Usually one or two (queue, action) pairs per batch: a linear search.
     std::vector<std::pair<std::string_view, Action>> needed;
     for (std::size_t i = 0; i < outcomes.size(); ++i) {
@@ -76,11 +77,10 @@ class PolicyBackend final : public core::ForwardingBackend {
         needed.push_back(p);
     }
     for (const auto& [q, a] : needed) policy_->check(*who_, a, q);
-    auto applied = co_await inner().finish(outcomes);
-    {
-      std::lock_guard lock(mu_);
-      for (const auto& o : outcomes) claimed_.erase(o.id);
-    }
+    auto applied = co_await inner().finish(std::move(outcomes));
+    // Applied or refused (lease lost), these leases are done with. A call
+    // that threw keeps them: the worker sends the same outcomes again.
+    forget(leases);
     co_return applied;
   }
 
@@ -125,13 +125,13 @@ class PolicyBackend final : public core::ForwardingBackend {
   }
 
   awaitable<void> remove(const JobId& id) override {
-    std::string queue = co_await queue_of(id, true);
+    std::string queue = co_await queue_of(id);
     if (!queue.empty()) policy_->check(*who_, Action::remove, queue);
     co_await inner().remove(id);
   }
 
   awaitable<void> retry(const JobId& id, std::int64_t now_ms) override {
-    std::string queue = co_await queue_of(id, true);
+    std::string queue = co_await queue_of(id);
     if (!queue.empty()) policy_->check(*who_, Action::retry, queue);
     co_await inner().retry(id, now_ms);
   }
@@ -156,26 +156,26 @@ class PolicyBackend final : public core::ForwardingBackend {
   }
 
   awaitable<JobState> cancel(const JobId& id, std::int64_t now_ms) override {
-    std::string queue = co_await queue_of(id, true);
+    std::string queue = co_await queue_of(id);
     if (!queue.empty()) policy_->check(*who_, Action::cancel, queue);
     co_return co_await inner().cancel(id, now_ms);
   }
 
   awaitable<bool> set_progress(LeaseRef lease, std::string progress,
                                std::int64_t now_ms) override {
-    std::string queue = co_await queue_of(lease.id, false);
+    std::string queue = co_await queue_of(lease);
     if (!queue.empty()) policy_->check(*who_, Action::heartbeat, queue);
     co_return co_await inner().set_progress(lease, std::move(progress), now_ms);
   }
 
   awaitable<bool> append_logs(LeaseRef lease, std::vector<LogLine> lines) override {
-    std::string queue = co_await queue_of(lease.id, false);
+    std::string queue = co_await queue_of(lease);
     if (!queue.empty()) policy_->check(*who_, Action::heartbeat, queue);
     co_return co_await inner().append_logs(lease, std::move(lines));
   }
 
   awaitable<std::vector<LogLine>> logs(const JobId& id, std::size_t limit) override {
-    std::string queue = co_await queue_of(id, true);
+    std::string queue = co_await queue_of(id);
     if (!queue.empty()) policy_->check(*who_, Action::read, queue);
     auto lines = co_await inner().logs(id, limit);
     if (!queue.empty() && policy_->redacted(*who_, queue))
@@ -185,7 +185,7 @@ class PolicyBackend final : public core::ForwardingBackend {
 
   awaitable<std::vector<Job>> children(const JobId& parent) override {
     // A worker running the parent reads its children's results.
-    std::string queue = co_await queue_of(parent, false);
+    std::string queue = co_await claimed_queue_of(parent);
     if (!queue.empty() && !policy_->allowed(*who_, Action::claim, queue))
       policy_->check(*who_, Action::read, queue);
     auto kids = co_await inner().children(parent);
@@ -331,26 +331,77 @@ class PolicyBackend final : public core::ForwardingBackend {
     if (!policy_->allowed_anywhere(*who_, a)) throw policy_->deny(*who_, a, "*");
   }
 
-  // The queues of jobs `ids`, in order: remembered from claim (one lock for
-  // the batch), else looked up one by one. Empty for a job that does not
+  // A job claimed through here and not yet finished: its lease and its
+  // queue's name in queue_names_ (nullptr: being forgotten).
+  struct Claimed {
+    std::uint64_t token = 0;
+    JobId id;
+    const std::string* queue = nullptr;
+    bool operator<(const Claimed& o) const {
+      return token != o.token ? token < o.token : id < o.id;
+    }
+  };
+
+  // Records the leases `jobs` were just claimed under, with their queue.
+  void remember(const std::vector<Job>& jobs) {
+    std::lock_guard lock(mu_);
+    const std::string* queue = nullptr;
+    for (const auto& j : jobs) {
+      // A claim names one queue: one interning per batch, not per job.
+      if (!queue || *queue != j.queue) queue = &intern_locked(j.queue);
+      Claimed c{j.lease.token, j.id, queue};
+      // Tokens grow claim by claim, so this is nearly always an append.
+      if (claimed_.empty() || !(c < claimed_.back()))
+        claimed_.push_back(c);
+      else
+        claimed_.insert(std::upper_bound(claimed_.begin(), claimed_.end(), c), c);
+    }
+  }
+
+  // Drops the entries of `leases` (those that have one).
+  void forget(const std::vector<LeaseRef>& leases) {
+    std::lock_guard lock(mu_);
+    bool any = false;
+    for (const auto& l : leases) {
+      auto it = find_locked(l);
+      if (it != claimed_.end()) {
+        it->queue = nullptr;
+        any = true;
+      }
+    }
+    // One compaction per batch: erasing one by one would move the tail once
+    // per job.
+    if (any) std::erase_if(claimed_, [](const Claimed& c) { return c.queue == nullptr; });
+  }
+
+  // REQUIRES: mu_ held.
+  std::vector<Claimed>::iterator find_locked(const LeaseRef& l) {
+    Claimed key{l.token, l.id, nullptr};
+    auto it = std::lower_bound(claimed_.begin(), claimed_.end(), key);
+    return it != claimed_.end() && it->token == l.token && it->id == l.id && it->queue ? it
+                                                                                        : claimed_.end();
+  }
+
+  // The queues of leases `leases`, in order: remembered from claim (one lock
+  // for the batch), else looked up one by one. Empty for a job that does not
   // exist (the inner call then reports it). The views point into
   // queue_names_, which only grows: they stay valid after the lock.
-  awaitable<std::vector<std::string_view>> queues_of(const std::vector<JobId>& ids) {
-    std::vector<std::string_view> out(ids.size());
+  awaitable<std::vector<std::string_view>> queues_of(const std::vector<LeaseRef>& leases) {
+    std::vector<std::string_view> out(leases.size());
     std::vector<std::size_t> unknown;
     {
       std::lock_guard lock(mu_);
-      for (std::size_t i = 0; i < ids.size(); ++i) {
-        auto it = claimed_.find(ids[i]);
+      for (std::size_t i = 0; i < leases.size(); ++i) {
+        auto it = find_locked(leases[i]);
         if (it != claimed_.end()) {
-          out[i] = *it->second;
+          out[i] = *it->queue;
         } else {
           unknown.push_back(i);
         }
       }
     }
     for (std::size_t i : unknown) {
-      std::string q = co_await queue_of(ids[i], true);
+      std::string q = co_await queue_of(leases[i].id);
       std::lock_guard lock(mu_);
       out[i] = intern_locked(q);
     }
@@ -371,16 +422,39 @@ class PolicyBackend final : public core::ForwardingBackend {
     return *it;
   }
 
-  // The queue of job `id`: remembered from claim, else looked up. Empty
-  // when the job does not exist (the inner call then reports that).
-  awaitable<std::string> queue_of(const JobId& id, bool lookup_only) {
+  // The queue of the job under lease `lease`: remembered from claim, else
+  // looked up. Empty when the job does not exist (the inner call then
+  // reports that).
+  awaitable<std::string> queue_of(const LeaseRef& lease) {
     std::string known;
-    if (!lookup_only) {
+    {
       std::lock_guard lock(mu_);
-      auto it = claimed_.find(id);
-      if (it != claimed_.end()) known = *it->second;
+      auto it = find_locked(lease);
+      if (it != claimed_.end()) known = *it->queue;
     }
     if (!known.empty()) co_return known;
+    co_return co_await queue_of(lease.id);
+  }
+
+  // The queue of job `id`: remembered from claim (under any lease: the
+  // caller has only the id), else looked up. A linear search: children() is
+  // a handler's call, not the worker loop's.
+  awaitable<std::string> claimed_queue_of(const JobId& id) {
+    std::string known;
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& c : claimed_)
+        if (c.id == id && c.queue) {
+          known = *c.queue;
+          break;
+        }
+    }
+    if (!known.empty()) co_return known;
+    co_return co_await queue_of(id);
+  }
+
+  // The queue of job `id`, looked up. Empty when the job does not exist.
+  awaitable<std::string> queue_of(const JobId& id) {
     auto job = co_await inner().get(id);
     co_return job ? job->queue : std::string();
   }
@@ -388,12 +462,18 @@ class PolicyBackend final : public core::ForwardingBackend {
   std::shared_ptr<const Principal> who_;
   std::shared_ptr<Policy> policy_;
   std::mutex mu_;
-  // Per job claimed through here and not yet finished, its queue's name in
-  // queue_names_. Why not a std::map to a std::string, as first: that was
-  // a node and two string copies per job on the worker's path (policy on/
-  // off 0.96 end to end); the names of the queues this principal works on
-  // are few, and kept for the decorator's life.
-  std::unordered_map<JobId, const std::string*> claimed_;  // GUARDED_BY(mu_)
+  // The jobs claimed through here and not yet finished, sorted by (token,
+  // id). Keyed by the whole lease, not the id alone, and found only when
+  // both match: an entry says what this decorator's own claim returned, so
+  // its queue is the job's whatever a caller names. Why a sorted vector and
+  // not a hash map by id: the map was a node allocation and a free per job
+  // on the worker's path, between a claim's return and its jobs starting
+  // and between a finish and the next claim; here a claim appends (tokens
+  // grow) into reused capacity and a finish compacts once. Why not a map
+  // to a std::string, as first: a node and two string copies per job
+  // (policy on/off 0.96 end to end). The queue names this principal works
+  // on are few, kept for the decorator's life.
+  std::vector<Claimed> claimed_;                      // GUARDED_BY(mu_)
   std::set<std::string, std::less<>> queue_names_;          // GUARDED_BY(mu_)
 };
 

@@ -26,10 +26,10 @@
 // core::ForwardingBackend until a check is added here.
 //
 // heartbeat and finish name jobs by id and lease token only; the decorator
-// remembers the queue of each job it let a claim return, and looks up any
-// other job's queue with get().
+// remembers the queue of each lease (id and token) it let a claim return,
+// until that lease's finish, and looks up any other job's queue with get().
 //
-// Thread safety: as the inner backend; the claimed-jobs map has its own
+// Thread safety: as the inner backend; the claimed-jobs table has its own
 // mutex. Lifetime: holds the inner backend, the principal and the policy.
 #pragma once
 

@@ -514,5 +514,53 @@ TEST_F(PolicyClient, AuditTableNeedsTheAuditRoleOnEveryQueue) {
   EXPECT_EQ(sync_wait(backend_->audit_chain_head()), 1);  // the refused appends stored nothing
 }
 
+// The decorator knows the queue of a lease its own claim returned, by id
+// and token together: another job's id under that token is checked by the
+// other job's queue, and an outcome naming the right id with a wrong token
+// leaves the lease known.
+TEST_F(PolicyClient, ClaimedLeasesAreKnownByIdAndTokenTogether) {
+  auto admin = as("admin");
+  sync_wait(Queue(admin, "billing").add("x", boost::json::object()));
+  sync_wait(Queue(admin, "emails").add("x", boost::json::object()));
+  ClaimRequest req;
+  req.queue = "billing";
+  req.worker_id = "admin";
+  req.now_ms = env_.now_ms();
+  auto billing = sync_wait(admin->backend().claim(req));
+  ASSERT_EQ(billing.size(), 1u);
+  auto worker = as("worker");
+  req.queue = "emails";
+  req.worker_id = "w";
+  auto emails = sync_wait(worker->backend().claim(req));
+  ASSERT_EQ(emails.size(), 1u);
+
+  auto outcome = [&](const JobId& id, std::uint64_t token) {
+    std::vector<Outcome> out(1);
+    out[0].id = id;
+    out[0].token = token;
+    out[0].result = worker->codec().encode({"emails", id, Field::result}, "{}");
+    out[0].now_ms = env_.now_ms();
+    return out;
+  };
+  // The billing job under the emails lease's token: checked as billing.
+  try {
+    sync_wait(worker->backend().finish(outcome(billing[0].id, emails[0].lease.token)));
+    FAIL() << "completed a job of a queue it has no grant for";
+  } catch (const PermissionDenied& e) {
+    EXPECT_NE(std::string(e.what()).find("on queue 'billing'"), std::string::npos) << e.what();
+  }
+  std::vector<LeaseRef> crossed(1);
+  crossed[0].id = billing[0].id;
+  crossed[0].token = emails[0].lease.token;
+  EXPECT_THROW(sync_wait(worker->backend().heartbeat(crossed, env_.now_ms() + 1000)), PermissionDenied);
+  // The emails job under a wrong token: allowed (its queue is looked up),
+  // refused by the backend; the real lease still finishes.
+  EXPECT_EQ(sync_wait(worker->backend().finish(outcome(emails[0].id, emails[0].lease.token + 1000))),
+            std::vector<bool>{false});
+  EXPECT_EQ(sync_wait(worker->backend().finish(outcome(emails[0].id, emails[0].lease.token))),
+            std::vector<bool>{true});
+  EXPECT_EQ(sync_wait(backend_->counts("billing"))[static_cast<int>(JobState::active)], 1u);
+}
+
 }  // namespace
 }  // namespace asyncmq::testing
