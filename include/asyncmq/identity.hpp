@@ -355,6 +355,12 @@ class Policy {
   // Re-reads the file now. Throws on a bad file (the old rules stay).
   void reload();
   std::size_t grant_count() const;
+  // Changes whenever the rules that answer change (reload(), or a changed
+  // file seen by the recheck, which this call runs like a check does). A
+  // caller that keeps decisions keeps them only while it stays the same:
+  // read it before deciding, so that a decision is never newer than the
+  // number it is kept under.
+  std::uint64_t generation() const;
 
   // Denials in this process, all policies together.
   static std::uint64_t denials();
@@ -365,11 +371,14 @@ class Policy {
 
  private:
   std::shared_ptr<const Rules> rules() const;
+  // Reloads a changed file once the recheck interval passed. REQUIRES: mu_.
+  void refresh_locked() const;
 
   mutable std::mutex mu_;
   mutable std::shared_ptr<const Rules> rules_;  // GUARDED_BY(mu_)
   mutable std::int64_t next_check_ms_ = 0;      // GUARDED_BY(mu_)
   mutable std::shared_ptr<const Rules> failed_;  // GUARDED_BY(mu_): the stamp of a bad file
+  mutable std::uint64_t generation_ = 0;        // GUARDED_BY(mu_): rules_ replaced so often
   std::vector<std::function<void(const Denial&)>> observers_;  // GUARDED_BY(mu_)
   std::filesystem::path file_;
   Env& env_;

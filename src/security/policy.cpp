@@ -255,16 +255,22 @@ std::shared_ptr<Policy> Policy::load_file(const std::filesystem::path& file, Env
 
 std::shared_ptr<const Policy::Rules> Policy::rules() const {
   std::lock_guard lock(mu_);
-  if (file_.empty()) return rules_;
+  refresh_locked();
+  return rules_;
+}
+
+void Policy::refresh_locked() const {
+  if (file_.empty()) return;
   std::int64_t now = env_.now_ms();
-  if (now < next_check_ms_) return rules_;
+  if (now < next_check_ms_) return;
   next_check_ms_ = now + options_.recheck_ms;
   auto stamp = security::stamp_of(file_);
-  if (stamp == rules_->stamp || (failed_ && stamp == failed_->stamp)) return rules_;
+  if (stamp == rules_->stamp || (failed_ && stamp == failed_->stamp)) return;
   try {
     auto fresh = security::parse_rules(security::read_text_file(file_, "policy file"), file_.string());
     fresh->stamp = stamp;
     rules_ = std::move(fresh);
+    ++generation_;
     core::log(core::LogLevel::info, "policy",
               "reloaded " + file_.string() + ": " + std::to_string(rules_->grants.size()) + " grants");
   } catch (const std::exception& e) {
@@ -274,7 +280,12 @@ std::shared_ptr<const Policy::Rules> Policy::rules() const {
     core::log(core::LogLevel::error, "policy",
               std::string("keeping the previous rules; the changed policy file is bad: ") + e.what());
   }
-  return rules_;
+}
+
+std::uint64_t Policy::generation() const {
+  std::lock_guard lock(mu_);
+  refresh_locked();
+  return generation_;
 }
 
 void Policy::reload() {
@@ -284,6 +295,7 @@ void Policy::reload() {
   fresh->stamp = stamp;
   std::lock_guard lock(mu_);
   rules_ = std::move(fresh);
+  ++generation_;
   next_check_ms_ = env_.now_ms() + options_.recheck_ms;
 }
 

@@ -38,12 +38,12 @@ class PolicyBackend final : public core::ForwardingBackend {
     std::vector<std::string_view> queues;
     for (const auto& j : jobs)
       if (std::find(queues.begin(), queues.end(), j.queue) == queues.end()) queues.push_back(j.queue);
-    for (auto q : queues) policy_->check(*who_, Action::add, q);
+    for (auto q : queues) check(Action::add, q);
     co_return co_await inner().enqueue(std::move(jobs));
   }
 
   awaitable<std::vector<Job>> claim(const ClaimRequest& request) override {
-    policy_->check(*who_, Action::claim, request.queue);
+    check(Action::claim, request.queue);
     auto jobs = co_await inner().claim(request);
     if (!jobs.empty()) remember(jobs);
     co_return jobs;
@@ -54,7 +54,7 @@ class PolicyBackend final : public core::ForwardingBackend {
     auto queues = co_await queues_of(leases);
     // One check per distinct queue of the batch, not one per job.
     for (auto q : distinct(queues))
-      if (!q.empty()) policy_->check(*who_, Action::heartbeat, q);
+      if (!q.empty()) check(Action::heartbeat, q);
     co_return co_await inner().heartbeat(std::move(leases), expires_ms);
   }
 
@@ -76,7 +76,7 @@ class PolicyBackend final : public core::ForwardingBackend {
       if (!queues[i].empty() && std::find(needed.begin(), needed.end(), p) == needed.end())
         needed.push_back(p);
     }
-    for (const auto& [q, a] : needed) policy_->check(*who_, a, q);
+    for (const auto& [q, a] : needed) check(a, q);
     auto applied = co_await inner().finish(std::move(outcomes));
     // Applied or refused (lease lost), these leases are done with. A call
     // that threw keeps them: the worker sends the same outcomes again.
@@ -97,14 +97,14 @@ class PolicyBackend final : public core::ForwardingBackend {
   awaitable<std::optional<Job>> get(const JobId& id) override {
     auto job = co_await inner().get(id);
     if (job) {
-      policy_->check(*who_, Action::read, job->queue);
+      check(Action::read, job->queue);
       if (policy_->redacted(*who_, job->queue)) redact(*job);
     }
     co_return job;
   }
 
   awaitable<JobPage> list(const ListRequest& request) override {
-    policy_->check(*who_, Action::read, request.queue);
+    check(Action::read, request.queue);
     auto page = co_await inner().list(request);
     if (policy_->redacted(*who_, request.queue))
       for (auto& j : page.jobs) redact(j);
@@ -112,7 +112,7 @@ class PolicyBackend final : public core::ForwardingBackend {
   }
 
   awaitable<StateCounts> counts(std::string_view queue) override {
-    policy_->check(*who_, Action::read, queue);
+    check(Action::read, queue);
     co_return co_await inner().counts(queue);
   }
 
@@ -120,30 +120,30 @@ class PolicyBackend final : public core::ForwardingBackend {
     auto all = co_await inner().queues();
     std::vector<std::string> visible;
     for (auto& q : all)
-      if (policy_->allowed(*who_, Action::read, q)) visible.push_back(std::move(q));
+      if (allowed(Action::read, q)) visible.push_back(std::move(q));
     co_return visible;
   }
 
   awaitable<void> remove(const JobId& id) override {
     std::string queue = co_await queue_of(id);
-    if (!queue.empty()) policy_->check(*who_, Action::remove, queue);
+    if (!queue.empty()) check(Action::remove, queue);
     co_await inner().remove(id);
   }
 
   awaitable<void> retry(const JobId& id, std::int64_t now_ms) override {
     std::string queue = co_await queue_of(id);
-    if (!queue.empty()) policy_->check(*who_, Action::retry, queue);
+    if (!queue.empty()) check(Action::retry, queue);
     co_await inner().retry(id, now_ms);
   }
 
   awaitable<void> set_paused(std::string_view queue, bool paused) override {
-    policy_->check(*who_, paused ? Action::pause : Action::resume, queue);
+    check(paused ? Action::pause : Action::resume, queue);
     co_await inner().set_paused(queue, paused);
   }
 
   awaitable<bool> is_paused(std::string_view queue) override {
-    if (!policy_->allowed(*who_, Action::read, queue) &&
-        !policy_->allowed(*who_, Action::claim, queue))
+    if (!allowed(Action::read, queue) &&
+        !allowed(Action::claim, queue))
       throw policy_->deny(*who_, Action::read, queue);
     co_return co_await inner().is_paused(queue);
   }
@@ -157,26 +157,26 @@ class PolicyBackend final : public core::ForwardingBackend {
 
   awaitable<JobState> cancel(const JobId& id, std::int64_t now_ms) override {
     std::string queue = co_await queue_of(id);
-    if (!queue.empty()) policy_->check(*who_, Action::cancel, queue);
+    if (!queue.empty()) check(Action::cancel, queue);
     co_return co_await inner().cancel(id, now_ms);
   }
 
   awaitable<bool> set_progress(LeaseRef lease, std::string progress,
                                std::int64_t now_ms) override {
     std::string queue = co_await queue_of(lease);
-    if (!queue.empty()) policy_->check(*who_, Action::heartbeat, queue);
+    if (!queue.empty()) check(Action::heartbeat, queue);
     co_return co_await inner().set_progress(lease, std::move(progress), now_ms);
   }
 
   awaitable<bool> append_logs(LeaseRef lease, std::vector<LogLine> lines) override {
     std::string queue = co_await queue_of(lease);
-    if (!queue.empty()) policy_->check(*who_, Action::heartbeat, queue);
+    if (!queue.empty()) check(Action::heartbeat, queue);
     co_return co_await inner().append_logs(lease, std::move(lines));
   }
 
   awaitable<std::vector<LogLine>> logs(const JobId& id, std::size_t limit) override {
     std::string queue = co_await queue_of(id);
-    if (!queue.empty()) policy_->check(*who_, Action::read, queue);
+    if (!queue.empty()) check(Action::read, queue);
     auto lines = co_await inner().logs(id, limit);
     if (!queue.empty() && policy_->redacted(*who_, queue))
       for (auto& l : lines) l.text = std::string(kRedacted);
@@ -186,15 +186,15 @@ class PolicyBackend final : public core::ForwardingBackend {
   awaitable<std::vector<Job>> children(const JobId& parent) override {
     // A worker running the parent reads its children's results.
     std::string queue = co_await claimed_queue_of(parent);
-    if (!queue.empty() && !policy_->allowed(*who_, Action::claim, queue))
-      policy_->check(*who_, Action::read, queue);
+    if (!queue.empty() && !allowed(Action::claim, queue))
+      check(Action::read, queue);
     auto kids = co_await inner().children(parent);
     std::vector<Job> out;
     for (auto& k : kids) {
-      if (!policy_->allowed(*who_, Action::read, k.queue) &&
-          !policy_->allowed(*who_, Action::claim, queue))
+      if (!allowed(Action::read, k.queue) &&
+          !allowed(Action::claim, queue))
         throw policy_->deny(*who_, Action::read, k.queue);
-      if (!policy_->allowed(*who_, Action::claim, queue) && policy_->redacted(*who_, k.queue))
+      if (!allowed(Action::claim, queue) && policy_->redacted(*who_, k.queue))
         redact(k);
       out.push_back(std::move(k));
     }
@@ -203,23 +203,23 @@ class PolicyBackend final : public core::ForwardingBackend {
 
   awaitable<std::vector<JobId>> clean(std::string_view queue, JobState state,
                                       std::int64_t before_ms, std::size_t limit) override {
-    policy_->check(*who_, Action::clean, queue);
+    check(Action::clean, queue);
     co_return co_await inner().clean(queue, state, before_ms, limit);
   }
 
   awaitable<std::size_t> drain(std::string_view queue) override {
-    policy_->check(*who_, Action::clean, queue);
+    check(Action::clean, queue);
     co_return co_await inner().drain(queue);
   }
 
   awaitable<std::size_t> obliterate(std::string_view queue, bool force) override {
     // Destroys a queue's history: an administrator's act.
-    policy_->check(*who_, Action::purge, queue);
+    check(Action::purge, queue);
     co_return co_await inner().obliterate(queue, force);
   }
 
   awaitable<void> set_rate_limit(std::string_view queue, RateLimit limit) override {
-    policy_->check(*who_, Action::pause, queue);
+    check(Action::pause, queue);
     co_await inner().set_rate_limit(queue, limit);
   }
 
@@ -235,18 +235,18 @@ class PolicyBackend final : public core::ForwardingBackend {
 
   awaitable<void> upsert_repeatable(Repeatable r) override {
     // A schedule adds jobs for as long as it lives.
-    policy_->check(*who_, Action::add, r.queue);
+    check(Action::add, r.queue);
     co_await inner().upsert_repeatable(std::move(r));
   }
 
   awaitable<void> remove_repeatable(std::string_view queue, std::string_view name) override {
-    policy_->check(*who_, Action::remove, queue);
+    check(Action::remove, queue);
     co_await inner().remove_repeatable(queue, name);
   }
 
   awaitable<void> set_repeatable_paused(std::string_view queue, std::string_view name,
                                         bool paused, std::int64_t next_fire_ms) override {
-    policy_->check(*who_, paused ? Action::pause : Action::resume, queue);
+    check(paused ? Action::pause : Action::resume, queue);
     co_await inner().set_repeatable_paused(queue, name, paused, next_fire_ms);
   }
 
@@ -255,8 +255,8 @@ class PolicyBackend final : public core::ForwardingBackend {
     auto all = co_await inner().repeatables(queue);
     std::vector<Repeatable> out;
     for (auto& r : all) {
-      if (!policy_->allowed(*who_, Action::read, r.queue) &&
-          !policy_->allowed(*who_, Action::claim, r.queue))
+      if (!allowed(Action::read, r.queue) &&
+          !allowed(Action::claim, r.queue))
         continue;
       if (policy_->redacted(*who_, r.queue)) r.payload = std::string(kRedacted);
       out.push_back(std::move(r));
@@ -267,7 +267,7 @@ class PolicyBackend final : public core::ForwardingBackend {
   awaitable<bool> fire_repeatable(std::string_view queue, std::string_view name,
                                   std::int64_t expected_fire_ms, std::int64_t next_fire_ms,
                                   Job job) override {
-    policy_->check(*who_, Action::add, queue);
+    check(Action::add, queue);
     co_return co_await inner().fire_repeatable(queue, name, expected_fire_ms, next_fire_ms,
                                                std::move(job));
   }
@@ -276,7 +276,7 @@ class PolicyBackend final : public core::ForwardingBackend {
     // Events of queues this principal may not read are left out; last_seq
     // still moves past them.
     EventPage page = co_await inner().read_events(after_seq, limit);
-    std::erase_if(page.events, [&](const Event& e) { return !policy_->allowed(*who_, Action::read, e.queue); });
+    std::erase_if(page.events, [&](const Event& e) { return !allowed(Action::read, e.queue); });
     co_return page;
   }
 
@@ -287,17 +287,17 @@ class PolicyBackend final : public core::ForwardingBackend {
   // CLI's own check asks).
 
   awaitable<JobPage> scan(std::optional<JobId> after, std::size_t limit) override {
-    policy_->check(*who_, Action::keys, "*");
+    check(Action::keys, "*");
     co_return co_await inner().scan(after, limit);
   }
 
   awaitable<std::vector<bool>> rewrite_sealed(std::vector<SealedRewrite> rewrites) override {
-    policy_->check(*who_, Action::keys, "*");
+    check(Action::keys, "*");
     co_return co_await inner().rewrite_sealed(std::move(rewrites));
   }
 
   awaitable<PurgeResult> purge_subject(std::string subject) override {
-    policy_->check(*who_, Action::purge, "*");
+    check(Action::purge, "*");
     co_return co_await inner().purge_subject(std::move(subject));
   }
 
@@ -305,30 +305,68 @@ class PolicyBackend final : public core::ForwardingBackend {
   // every queue ("*"), like `asyncmq audit verify|export`. Appending is the
   // auditing decorator's, below this one; through here it needs the same.
   awaitable<void> append_audit_chain(std::vector<AuditChainLine> lines) override {
-    policy_->check(*who_, Action::audit, "*");
+    check(Action::audit, "*");
     co_await inner().append_audit_chain(std::move(lines));
   }
 
   awaitable<std::vector<AuditChainLine>> read_audit_chain(std::int64_t after_seq,
                                                          std::size_t limit) override {
-    policy_->check(*who_, Action::audit, "*");
+    check(Action::audit, "*");
     co_return co_await inner().read_audit_chain(after_seq, limit);
   }
 
   awaitable<std::int64_t> audit_chain_head() override {
-    policy_->check(*who_, Action::audit, "*");
+    check(Action::audit, "*");
     co_return co_await inner().audit_chain_head();
   }
 
  private:
+  // Policy::allowed for this principal, from the decisions kept under the
+  // policy's current generation when one is there. Only grants are kept: a
+  // denial asks the policy every time, so that every one is counted, logged
+  // and audited by check() (and a grant added by a reload is seen at once).
+  bool allowed(Action a, std::string_view queue) { return allowed(a, queue, false); }
+
+  // allowed(), or Policy::deny's error (counter, log, observers) thrown.
+  void check(Action a, std::string_view queue) {
+    if (!allowed(a, queue, false)) throw policy_->deny(*who_, a, queue);
+  }
+
+  bool allowed(Action a, std::string_view queue, bool anywhere) {
+    // Read first: a decision made below is then at least as new as the
+    // generation it is kept under, never older.
+    const std::uint64_t generation = policy_->generation();
+    {
+      std::lock_guard lock(cache_mu_);
+      if (generation != cache_generation_) {
+        granted_.clear();
+        cache_generation_ = generation;
+      }
+      for (const auto& g : granted_)
+        if (g.action == a && g.anywhere == anywhere && g.queue == queue) return true;
+    }
+    bool ok = anywhere ? policy_->allowed_anywhere(*who_, a) : policy_->allowed(*who_, a, queue);
+    if (!ok) return false;
+    std::lock_guard lock(cache_mu_);
+    // Another thread may have seen a newer generation meanwhile: then this
+    // decision is not kept (the next call decides again).
+    if (generation == cache_generation_) {
+      // Bounded: a principal that touches many queues decides afresh
+      // rather than growing the handle without limit.
+      if (granted_.size() >= kMaxGranted) granted_.clear();
+      granted_.push_back(Granted{a, anywhere, std::string(queue)});
+    }
+    return true;
+  }
+
   void check_read_or_claim(std::string_view queue) {
-    if (!policy_->allowed(*who_, Action::read, queue) &&
-        !policy_->allowed(*who_, Action::claim, queue))
+    if (!allowed(Action::read, queue) &&
+        !allowed(Action::claim, queue))
       throw policy_->deny(*who_, Action::read, queue);
   }
 
   void check_anywhere(Action a) {
-    if (!policy_->allowed_anywhere(*who_, a)) throw policy_->deny(*who_, a, "*");
+    if (!allowed(a, "*", true)) throw policy_->deny(*who_, a, "*");
   }
 
   // A job claimed through here and not yet finished: its lease and its
@@ -459,8 +497,24 @@ class PolicyBackend final : public core::ForwardingBackend {
     co_return job ? job->queue : std::string();
   }
 
+  // A decision that allowed: `action` on `queue`, or on some queue
+  // (`anywhere`, the maintenance calls; queue "*").
+  struct Granted {
+    Action action;
+    bool anywhere;
+    std::string queue;
+  };
+  static constexpr std::size_t kMaxGranted = 64;
+
   std::shared_ptr<const Principal> who_;
   std::shared_ptr<Policy> policy_;
+  // Why keep decisions: without it every call ran the whole policy (every
+  // grant's principal and queue globs, and the principal's id built anew)
+  // however often the same worker asked the same question; a worker asks
+  // a handful of them. A linear search: the pairs are few.
+  std::mutex cache_mu_;
+  std::uint64_t cache_generation_ = 0;  // GUARDED_BY(cache_mu_)
+  std::vector<Granted> granted_;        // GUARDED_BY(cache_mu_)
   std::mutex mu_;
   // The jobs claimed through here and not yet finished, sorted by (token,
   // id). Keyed by the whole lease, not the id alone, and found only when

@@ -29,8 +29,14 @@
 // remembers the queue of each lease (id and token) it let a claim return,
 // until that lease's finish, and looks up any other job's queue with get().
 //
-// Thread safety: as the inner backend; the claimed-jobs table has its own
-// mutex. Lifetime: holds the inner backend, the principal and the policy.
+// Decisions that allowed are kept per (action, queue) for as long as the
+// policy's generation() stays the same, so a reload reaches this decorator
+// as soon as the policy has it; denials are never kept: each one is
+// counted, logged and observed (audited) by Policy::deny.
+//
+// Thread safety: as the inner backend; the claimed-jobs table and the kept
+// decisions have their own mutexes. Lifetime: holds the inner backend, the
+// principal and the policy.
 #pragma once
 
 #include <asyncmq/backend.hpp>

@@ -514,6 +514,83 @@ TEST_F(PolicyClient, AuditTableNeedsTheAuditRoleOnEveryQueue) {
   EXPECT_EQ(sync_wait(backend_->audit_chain_head()), 1);  // the refused appends stored nothing
 }
 
+// The decorator keeps the decisions that allowed; a reload (by the
+// recheck or by hand) must still take effect at the next call, between a
+// claim and its finish too, and each denial must still be counted.
+TEST(PolicyClientReload, KeptGrantsEndWithTheRulesTheyCameFrom) {
+  TempDir dir;
+  FakeEnv env;
+  const std::string path = dir.file("policy.toml");
+  const std::string both =
+      "[[grant]]\nprincipal = \"apikey:w\"\nroles = [\"producer\", \"worker\"]\nqueues = [\"emails\"]\n";
+  write_file(path, both);
+  Policy::Options po;
+  po.recheck_ms = 1000;
+  auto policy = Policy::load_file(path, env, po);
+  auto backend = open_backend("memory://", env);
+  ClientOptions o;
+  o.principal = std::make_shared<Principal>(key("w"));
+  o.policy = policy;
+  auto c = std::make_shared<Client>(backend, env, o);
+  Queue q(c, "emails");
+  sync_wait(q.add("send", boost::json::object()));
+  sync_wait(q.add("send", boost::json::object()));
+  ClaimRequest req;
+  req.queue = "emails";
+  req.worker_id = "w";
+  req.max = 1;
+  req.now_ms = env.now_ms();
+  auto jobs = sync_wait(c->backend().claim(req));
+  ASSERT_EQ(jobs.size(), 1u);
+  std::vector<Outcome> outcomes(1);
+  outcomes[0].id = jobs[0].id;
+  outcomes[0].token = jobs[0].lease.token;
+  outcomes[0].result = c->codec().encode({"emails", jobs[0].id, Field::result}, "{}");
+
+  // The worker role goes; adding stays.
+  write_file(path, "[[grant]]\nprincipal = \"apikey:w\"\nroles = [\"producer\"]\nqueues = [\"emails\"]\n");
+  env.advance(1000);
+  const auto before = Policy::denials();
+  EXPECT_THROW(sync_wait(c->backend().finish(outcomes)), PermissionDenied);
+  EXPECT_THROW(sync_wait(c->backend().claim(req)), PermissionDenied);
+  EXPECT_THROW(sync_wait(c->backend().claim(req)), PermissionDenied);
+  EXPECT_EQ(Policy::denials(), before + 3);  // denials are not kept: each one counts
+  EXPECT_EQ(sync_wait(backend->counts("emails"))[static_cast<int>(JobState::active)], 1u);
+  sync_wait(q.add("send", boost::json::object()));
+
+  // reload() by hand: at once, whatever the interval.
+  write_file(path, both);
+  policy->reload();
+  EXPECT_EQ(sync_wait(c->backend().finish(outcomes)), std::vector<bool>{true});
+  write_file(path, "[[grant]]\nprincipal = \"apikey:w\"\nroles = [\"viewer\"]\nqueues = [\"emails\"]\n");
+  policy->reload();
+  EXPECT_THROW(sync_wait(q.add("send", boost::json::object())), PermissionDenied);
+  EXPECT_THROW(sync_wait(c->backend().claim(req)), PermissionDenied);
+}
+
+TEST(PolicyClientReload, GenerationMovesOnlyWhenTheRulesChange) {
+  TempDir dir;
+  FakeEnv env;
+  const std::string path = dir.file("policy.toml");
+  write_file(path, "[[grant]]\nprincipal = \"apikey:p\"\nroles = [\"producer\"]\nqueues = [\"*\"]\n");
+  Policy::Options po;
+  po.recheck_ms = 1000;
+  auto policy = Policy::load_file(path, env, po);
+  const auto g0 = policy->generation();
+  env.advance(1000);
+  EXPECT_EQ(policy->generation(), g0);  // rechecked, unchanged file
+  write_file(path, "[[grant]]\nprincipal = \"apikey:p\"\nroles = [\"worker\"]\nqueues = [\"*\"]\n");
+  env.advance(1000);
+  const auto g1 = policy->generation();
+  EXPECT_NE(g1, g0);
+  write_file(path, "[[grant]]\nroles = [\"worker\"]\n");  // bad: the old rules stay
+  env.advance(1000);
+  EXPECT_EQ(policy->generation(), g1);
+  write_file(path, "[[grant]]\nprincipal = \"apikey:p\"\nroles = [\"viewer\"]\nqueues = [\"*\"]\n");
+  policy->reload();
+  EXPECT_NE(policy->generation(), g1);
+}
+
 // The decorator knows the queue of a lease its own claim returned, by id
 // and token together: another job's id under that token is checked by the
 // other job's queue, and an outcome naming the right id with a wrong token
