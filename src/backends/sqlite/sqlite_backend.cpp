@@ -294,6 +294,17 @@ class Db {
   // `cache` (OutboxCache) once the transaction committed. Only a writer
   // given a cache keeps them.
   void keep_outbox_in(OutboxCache* cache) { outbox_cache_ = cache; }
+  // Outbox rows through `*wanted` (set by trim_audit_outbox) are deleted by
+  // the writer's transactions (trim_outbox), not by transactions of their
+  // own: a relay trims once per batch it relays, and a commit per trim
+  // nearly doubled the writer's commits with auditing on.
+  void trim_outbox_to(const std::atomic<std::int64_t>* wanted) { trim_wanted_ = wanted; }
+  // In a write transaction: deletes the relayed outbox rows not yet deleted.
+  void trim_outbox();
+  // After COMMIT: what trim_outbox deleted is gone for good.
+  void trim_committed() { trimmed_ = trimming_; }
+  // After a rollback: the rows are back, to be deleted again.
+  void trim_rolled_back() { trimming_ = trimmed_; }
   void note_outbox(std::int64_t seq, std::string entries) {
     if (outbox_cache_) op_outbox_.emplace_back(seq, std::move(entries));
   }
@@ -345,6 +356,9 @@ class Db {
   std::vector<CountDelta> op_counts_, tx_counts_;
   OutboxCache* outbox_cache_ = nullptr;
   std::vector<OutboxCache::Row> op_outbox_, tx_outbox_;
+  const std::atomic<std::int64_t>* trim_wanted_ = nullptr;
+  std::int64_t trimmed_ = 0;   // committed deletes reached this seq
+  std::int64_t trimming_ = 0;  // this transaction's delete reaches this seq
 };
 
 // One use of a cached statement: binds, steps, and resets on scope exit so
@@ -428,6 +442,19 @@ class Stmt {
   Db& db_;
   sqlite3_stmt* s_;
 };
+
+void Db::trim_outbox() {
+  if (!trim_wanted_) return;
+  const std::int64_t wanted = trim_wanted_->load();
+  if (wanted <= trimming_) return;
+  // A failed delete fails no op: the rows wait for the next transaction.
+  try {
+    Stmt s(*this, "DELETE FROM audit_outbox WHERE seq <= ?1");
+    s.bind(1, wanted).run();
+    trimming_ = wanted;
+  } catch (const std::exception&) {
+  }
+}
 
 void Db::flush_counts() {
   merge_op_counts();
@@ -860,12 +887,17 @@ class Lane {
       return;
     }
     try {
-      if (writer_) db.flush_counts();
+      if (writer_) {
+        db.flush_counts();
+        db.trim_outbox();
+      }
       Stmt(db, "COMMIT").run();
+      db.trim_committed();
       db.publish_outbox();
     } catch (...) {
       auto e = std::current_exception();
       db.drop_tx_counts();
+      db.trim_rolled_back();
       sqlite3_exec(db.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
       if (writer_) fail_all(e);
     }
@@ -2423,6 +2455,7 @@ class SqliteBackend final : public Backend {
     // live pages; a purge turns it fully on for its own deletions.
     wdb->exec("PRAGMA secure_delete=FAST");
     wdb->keep_outbox_in(&outbox_cache_);
+    wdb->trim_outbox_to(&trim_wanted_);
     writer_ = std::make_unique<Lane>(std::move(wdb), true);
     reader_ = std::make_unique<Lane>(std::move(rdb), false);
     path_ = o.path;
@@ -2739,14 +2772,13 @@ class SqliteBackend final : public Backend {
     co_return rows;
   }
 
-  // One delete at a time rides in the writer's next batch (group commit):
-  // no transaction of its own, and nobody waits for it.
+  // Nothing is written now: the writer's next transaction deletes the rows
+  // (Db::trim_outbox), and nobody waits for it. A store that is not written
+  // again keeps them; they are relayed at most once anyway.
   void trim_audit_outbox(std::int64_t through_seq) override {
     std::int64_t seen = trim_wanted_.load();
     while (seen < through_seq && !trim_wanted_.compare_exchange_weak(seen, through_seq)) {
     }
-    if (trim_pending_.exchange(true)) return;
-    writer_->submit(std::make_unique<TrimOp>(trim_wanted_, trim_pending_));
   }
 
   std::string store_id() const override { return store_id_; }
@@ -2788,34 +2820,9 @@ class SqliteBackend final : public Backend {
     return std::make_shared<const std::string>(*now);
   }
 
-  // Deletes the outbox rows up to the latest trim_audit_outbox() bound.
-  class TrimOp final : public Op {
-   public:
-    TrimOp(std::atomic<std::int64_t>& wanted, std::atomic<bool>& pending)
-        : wanted_(wanted), pending_(pending) {}
-    void execute(Db& db) override {
-      pending_ = false;  // a later trim submits another op
-      try {
-        Stmt s(db, "DELETE FROM audit_outbox WHERE seq <= ?1");
-        s.bind(1, wanted_.load()).run();
-      } catch (...) {
-        failed_ = true;  // left for the next trim; relaying skips them anyway
-      }
-    }
-    void fail(std::exception_ptr) override { failed_ = true; }
-    void complete() override {}
-    bool failed() const override { return failed_; }
-
-   private:
-    std::atomic<std::int64_t>& wanted_;
-    std::atomic<bool>& pending_;
-    bool failed_ = false;
-  };
-
   mutable std::mutex audit_mu_;
   std::shared_ptr<const std::string> audit_actor_;  // GUARDED_BY(audit_mu_)
-  std::atomic<std::int64_t> trim_wanted_{0};
-  std::atomic<bool> trim_pending_{false};
+  std::atomic<std::int64_t> trim_wanted_{0};  // read by the writer's Db
   std::string store_id_;
 
   // A coroutine with plain value parameters (see run_on about GCC 12). The
