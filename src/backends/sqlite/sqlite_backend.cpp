@@ -1331,13 +1331,20 @@ void activate(Db& db, const ClaimRequest& r, std::vector<Job>& out,
   std::uint64_t token = take_tokens(db, out.size());
   for (std::size_t i = 0; i < out.size(); ++i) {
     Job& j = out[i];
+    // Only a job with a TTL deadline (expires_ms > 0, set at insert) has one
+    // to clear; leaving expires_ms out of the others' UPDATE keeps jobs_ttl
+    // out of it, which measured about 3 % of a claim-heavy bench.
+    const bool had_deadline = ttl_deadline(j) > 0;
     j.state = JobState::active;
     j.attempts_made++;
     j.started_ms = r.now_ms;
     j.lease = Lease{token++, r.worker_id, r.now_ms + r.lease_ms};
-    Stmt s(db,
-           "UPDATE jobs SET state = 2, attempts_made = ?1, started_ms = ?2, lease_token = ?3, "
-           "lease_owner = ?4, lease_expires_ms = ?5, expires_ms = 0 WHERE rowid = ?6");
+    Stmt s(db, had_deadline
+                   ? "UPDATE jobs SET state = 2, attempts_made = ?1, started_ms = ?2, "
+                     "lease_token = ?3, lease_owner = ?4, lease_expires_ms = ?5, expires_ms = 0 "
+                     "WHERE rowid = ?6"
+                   : "UPDATE jobs SET state = 2, attempts_made = ?1, started_ms = ?2, "
+                     "lease_token = ?3, lease_owner = ?4, lease_expires_ms = ?5 WHERE rowid = ?6");
     s.bind(1, j.attempts_made)
         .bind(2, j.started_ms)
         .bind(3, static_cast<std::int64_t>(j.lease.token))
