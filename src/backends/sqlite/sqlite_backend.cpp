@@ -2446,6 +2446,20 @@ bool do_scrub(Db& db) {
 
 class SqliteBackend final : public Backend {
  public:
+  // A transaction with no op of its own: the commit path's trim (see
+  // trim_audit_outbox) deletes the outbox rows relayed since the last write.
+  class TrimAtClose final : public Op {
+   public:
+    void execute(Db&) override {}
+    void fail(std::exception_ptr) override {}  // the rows stay; relayed at most once
+    void complete() override {}
+    bool failed() const override { return false; }
+  };
+  ~SqliteBackend() override {
+    // The writer lane runs what is queued before its thread ends.
+    if (writer_ && trim_wanted_.load() > 0) writer_->submit(std::make_unique<TrimAtClose>());
+  }
+
   SqliteBackend(const SqliteOptions& o, Env& env)
       : env_(env), display_(o.uri_for_display.empty() ? "sqlite://" + o.path : o.uri_for_display) {
     auto wdb = std::make_unique<Db>(o.path, o.busy_timeout_ms);
@@ -2780,8 +2794,8 @@ class SqliteBackend final : public Backend {
   }
 
   // Nothing is written now: the writer's next transaction deletes the rows
-  // (Db::trim_outbox), and nobody waits for it. A store that is not written
-  // again keeps them; they are relayed at most once anyway.
+  // (Db::trim_outbox), and nobody waits for it; the destructor runs one
+  // last transaction for what is left.
   void trim_audit_outbox(std::int64_t through_seq) override {
     std::int64_t seen = trim_wanted_.load();
     while (seen < through_seq && !trim_wanted_.compare_exchange_weak(seen, through_seq)) {

@@ -442,5 +442,20 @@ TEST_F(SqliteBackendTest, ListPagesByIdAndPauseStopsClaims) {
   EXPECT_THROW(sync_wait(b->remove(make_job().id)), NotFound);
 }
 
+// Trims ride in the writer's next transaction (no commit of their own); a
+// store closed right after its relay trimmed still ends with an empty outbox.
+TEST_F(SqliteBackendTest, OutboxRowsTrimmedBeforeCloseAreGoneAfterReopen) {
+  {
+    auto b = open();
+    b->enable_audit_outbox("tester");
+    sync_wait(b->enqueue({make_job(), make_job()}));
+    auto rows = sync_wait(b->read_audit_outbox(0, 10));
+    ASSERT_FALSE(rows.empty());
+    b->trim_audit_outbox(rows.back().seq);
+  }
+  auto again = open();
+  EXPECT_TRUE(sync_wait(again->read_audit_outbox(0, 10)).empty());
+}
+
 }  // namespace
 }  // namespace asyncmq::testing
