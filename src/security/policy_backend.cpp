@@ -142,9 +142,7 @@ class PolicyBackend final : public core::ForwardingBackend {
   }
 
   awaitable<bool> is_paused(std::string_view queue) override {
-    if (!allowed(Action::read, queue) &&
-        !allowed(Action::claim, queue))
-      throw policy_->deny(*who_, Action::read, queue);
+    check_read_or_claim(queue);
     co_return co_await inner().is_paused(queue);
   }
 

@@ -28,6 +28,8 @@ class Scratch {
   explicit Scratch(std::size_t n)
       : heap_(n > sizeof local_ ? std::make_unique<char[]>(n) : nullptr), size_(n) {}
   char* data() { return heap_ ? heap_.get() : local_; }
+  // The last `n` bytes, where an envelope's header goes.
+  char* tail(std::size_t n) { return data() + size_ - n; }
   std::string_view view() const { return {heap_ ? heap_.get() : local_, size_}; }
 
  private:
@@ -65,6 +67,15 @@ std::string associated_data_v2(const CodecContext& ctx) {
 
 std::size_t header_size(const Key& key) { return 2 + key.id.size(); }
 
+// A version-1 field's associated data (layout in the header): the job
+// context, then `header_len` bytes for the envelope's header, left to the
+// caller (seal_v1 writes it; an open copies the stored one there).
+Scratch field_aad(const CodecContext& ctx, std::size_t header_len) {
+  Scratch aad(job_context_size(kSealDomain, ctx) + header_len);
+  write_job_context(kSealDomain, ctx, aad.data());
+  return aad;
+}
+
 // A version-1 envelope of `plain` under `key`, written in one allocation.
 // `aad` is the associated data with its last header_size(key) bytes left
 // for the envelope's header, which is written there.
@@ -76,7 +87,7 @@ std::string seal_v1(const Key& key, Scratch& aad, std::string_view plain) {
   p[0] = static_cast<char>(kEnvelopeVersion);
   p[1] = static_cast<char>(key.id.size());
   std::copy(key.id.begin(), key.id.end(), p + 2);
-  std::copy(p, p + header_len, aad.data() + aad.view().size() - header_len);
+  std::copy(p, p + header_len, aad.tail(header_len));
   random_gcm_nonce(p + header_len);
   key.gcm->seal_to(std::string_view(p + header_len, kGcmNonceBytes), aad.view(), plain,
                    p + header_len + kGcmNonceBytes);
@@ -134,12 +145,6 @@ std::optional<EnvelopeView> parse_envelope(std::string_view stored) noexcept {
   return e;
 }
 
-std::string associated_data(const CodecContext& ctx, std::string_view header) {
-  std::string aad(job_context_size(kSealDomain, ctx) + header.size(), '\0');
-  std::copy(header.begin(), header.end(), write_job_context(kSealDomain, ctx, aad.data()));
-  return aad;
-}
-
 SealingCodec::SealingCodec(std::shared_ptr<Keyring> keys,
                            std::shared_ptr<SubjectKeyStore> subjects)
     : keys_(std::move(keys)), subjects_(std::move(subjects)) {
@@ -160,9 +165,7 @@ std::string SealingCodec::encode(const CodecContext& ctx, std::string_view plain
     return out;
   }
   std::shared_ptr<Key> key = KeyringAccess::take_primary_for_seal(*keys_);
-  // associated_data(), with the header left for seal_v1 to write.
-  Scratch aad(job_context_size(kSealDomain, ctx) + header_size(*key));
-  write_job_context(kSealDomain, ctx, aad.data());
+  Scratch aad = field_aad(ctx, header_size(*key));
   return seal_v1(*key, aad, plain);
 }
 
@@ -198,9 +201,8 @@ std::string SealingCodec::decode(const CodecContext& ctx, std::string_view store
            known ? "the key is unknown or disabled: it is disabled (retired) in the keyring"
                  : "the key is unknown or disabled: the keyring has no key with this id");
   }
-  Scratch aad(job_context_size(kSealDomain, ctx) + env->header.size());
-  std::copy(env->header.begin(), env->header.end(),
-            write_job_context(kSealDomain, ctx, aad.data()));
+  Scratch aad = field_aad(ctx, env->header.size());
+  std::copy(env->header.begin(), env->header.end(), aad.tail(env->header.size()));
   std::string plain;
   if (!key->gcm->open(env->nonce, aad.view(), env->ciphertext, env->tag, plain))
     refuse(ctx, env->key_id,
@@ -245,8 +247,7 @@ bool SealingCodec::unwrap(std::string_view index, std::string_view wrapped, std:
   std::shared_ptr<const Key> key = KeyringAccess::key_for_open(*keys_, env->key_id);
   if (!key) return false;
   Scratch aad = wrap_aad(index, env->header.size());
-  std::copy(env->header.begin(), env->header.end(),
-            aad.data() + aad.view().size() - env->header.size());
+  std::copy(env->header.begin(), env->header.end(), aad.tail(env->header.size()));
   if (!key->gcm->open(env->nonce, aad.view(), env->ciphertext, env->tag, out)) return false;
   if (out.size() != kAes256KeyBytes) {
     secure_wipe(out);

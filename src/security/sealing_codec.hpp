@@ -97,9 +97,6 @@ struct EnvelopeView {
 // is out of range. Does not check the version or the key id's characters.
 std::optional<EnvelopeView> parse_envelope(std::string_view stored) noexcept;
 
-// The associated data for a field (layout above).
-std::string associated_data(const CodecContext& ctx, std::string_view header);
-
 std::string_view field_name(Field f) noexcept;
 
 // Which keyring key a stored field depends on: the key id of a version-1

@@ -2446,15 +2446,6 @@ bool do_scrub(Db& db) {
 
 class SqliteBackend final : public Backend {
  public:
-  // A transaction with no op of its own: the commit path's trim (see
-  // trim_audit_outbox) deletes the outbox rows relayed since the last write.
-  class TrimAtClose final : public Op {
-   public:
-    void execute(Db&) override {}
-    void fail(std::exception_ptr) override {}  // the rows stay; relayed at most once
-    void complete() override {}
-    bool failed() const override { return false; }
-  };
   ~SqliteBackend() override {
     // The writer lane runs what is queued before its thread ends.
     if (writer_ && trim_wanted_.load() > 0) writer_->submit(std::make_unique<TrimAtClose>());
@@ -2840,6 +2831,16 @@ class SqliteBackend final : public Backend {
     if (!actor || !now || *now == *actor) return actor;
     return std::make_shared<const std::string>(*now);
   }
+
+  // A transaction with no op of its own: the commit path's trim (see
+  // trim_audit_outbox) deletes the outbox rows relayed since the last write.
+  class TrimAtClose final : public Op {
+   public:
+    void execute(Db&) override {}
+    void fail(std::exception_ptr) override {}  // the rows stay; relayed at most once
+    void complete() override {}
+    bool failed() const override { return false; }
+  };
 
   mutable std::mutex audit_mu_;
   std::shared_ptr<const std::string> audit_actor_;  // GUARDED_BY(audit_mu_)

@@ -277,6 +277,15 @@ queues = ["emails"]
     return std::make_shared<Client>(backend_, env_, o);
   }
 
+  // A claim request on `queue` as worker `worker_id`, now.
+  ClaimRequest claim_request(const std::string& queue, const std::string& worker_id = "w") {
+    ClaimRequest req;
+    req.queue = queue;
+    req.worker_id = worker_id;
+    req.now_ms = env_.now_ms();
+    return req;
+  }
+
   FakeEnv env_;
   std::shared_ptr<Policy> policy_;
   std::shared_ptr<Backend> backend_;
@@ -286,10 +295,7 @@ TEST_F(PolicyClient, ProducerAddsButCannotClaim) {
   auto c = as("producer");
   Queue q(c, "emails");
   sync_wait(q.add("send", boost::json::parse(R"({"to":"a@example.com"})")));
-  ClaimRequest req;
-  req.queue = "emails";
-  req.worker_id = "w";
-  req.now_ms = env_.now_ms();
+  ClaimRequest req = claim_request("emails");
   const auto before = Policy::denials();
   try {
     sync_wait(c->backend().claim(req));
@@ -361,10 +367,7 @@ TEST_F(PolicyClient, WorkerClaimsAndFinishesButCannotAdd) {
   sync_wait(Queue(as("producer"), "emails").add("send", boost::json::object()));
   auto c = as("worker");
   EXPECT_THROW(sync_wait(Queue(c, "emails").add("send", boost::json::object())), PermissionDenied);
-  ClaimRequest req;
-  req.queue = "emails";
-  req.worker_id = "w";
-  req.now_ms = env_.now_ms();
+  ClaimRequest req = claim_request("emails");
   auto jobs = sync_wait(c->backend().claim(req));
   ASSERT_EQ(jobs.size(), 1u);
   std::vector<LeaseRef> leases;
@@ -414,10 +417,7 @@ TEST_F(PolicyClient, LeasesOfJobsClaimedElsewhereAreCheckedByTheirQueue) {
   // job's queue.
   auto admin = as("admin");
   sync_wait(Queue(admin, "billing").add("x", boost::json::object()));
-  ClaimRequest req;
-  req.queue = "billing";
-  req.worker_id = "admin";
-  req.now_ms = env_.now_ms();
+  ClaimRequest req = claim_request("billing", "admin");
   auto jobs = sync_wait(admin->backend().claim(req));
   ASSERT_EQ(jobs.size(), 1u);
   auto worker = as("worker");
@@ -599,16 +599,10 @@ TEST_F(PolicyClient, ClaimedLeasesAreKnownByIdAndTokenTogether) {
   auto admin = as("admin");
   sync_wait(Queue(admin, "billing").add("x", boost::json::object()));
   sync_wait(Queue(admin, "emails").add("x", boost::json::object()));
-  ClaimRequest req;
-  req.queue = "billing";
-  req.worker_id = "admin";
-  req.now_ms = env_.now_ms();
-  auto billing = sync_wait(admin->backend().claim(req));
+  auto billing = sync_wait(admin->backend().claim(claim_request("billing", "admin")));
   ASSERT_EQ(billing.size(), 1u);
   auto worker = as("worker");
-  req.queue = "emails";
-  req.worker_id = "w";
-  auto emails = sync_wait(worker->backend().claim(req));
+  auto emails = sync_wait(worker->backend().claim(claim_request("emails")));
   ASSERT_EQ(emails.size(), 1u);
 
   auto outcome = [&](const JobId& id, std::uint64_t token) {
