@@ -12,7 +12,14 @@
 // It polls: the event log is a table, not a push channel, so the poll
 // interval bounds the delay. Time goes through Env (sleep_for), like every
 // wait in asyncmq.
+//
+// A store records events only while it is followed (Backend::follow_events):
+// tail holds a lease of kFollowLease and renews it as it goes, so its events
+// are recorded from the moment it starts until shortly after it stops.
+// `events record --for D` holds one without printing, for a later
+// `tail --from-start` to find the history of that time.
 #include <asyncmq/error.hpp>
+#include <asyncmq/identity.hpp>
 #include <asyncmq/security.hpp>
 #include <asyncmq/sync.hpp>
 
@@ -55,6 +62,10 @@ ProgressNow progress_now(Client& client, const JobId& id) {
   return p;
 }
 
+// Long enough that a tail stopped by a slow poll or a busy machine keeps
+// its lease; short enough that a killed one leaves the store unfollowed soon.
+constexpr std::int64_t kFollowLease = 60'000;
+
 struct TailArgs {
   std::string queue;
   bool from_start = false;
@@ -72,13 +83,15 @@ int do_tail(const Context& ctx, const TailArgs& a) {
   Backend& backend = client->backend();
   Env& env = client->env();
 
-  std::int64_t after = 0;
-  if (!a.from_start) {
-    auto last = sync_wait(backend.read_events(-1, 1));
-    if (last.last_seq >= 0) after = last.last_seq;
-  }
+  std::int64_t renewed_ms = env.now_ms();
+  std::int64_t after = sync_wait(backend.follow_events(renewed_ms + kFollowLease));
+  if (a.from_start) after = 0;
   std::int64_t printed = 0;
   for (;;) {
+    if (env.now_ms() - renewed_ms > kFollowLease / 3) {
+      renewed_ms = env.now_ms();
+      sync_wait(backend.follow_events(renewed_ms + kFollowLease));
+    }
     EventPage page = sync_wait(backend.read_events(after, 1000));
     if (page.last_seq >= 0) after = page.last_seq;
     std::map<JobId, ProgressNow> progress;  // one read per job and page
@@ -125,6 +138,27 @@ int do_tail(const Context& ctx, const TailArgs& a) {
   }
 }
 
+struct RecordArgs {
+  std::string duration;
+};
+
+int do_record(const Context& ctx, const RecordArgs& a) {
+  const std::int64_t ms = parse_duration_ms(a.duration);
+  constexpr std::int64_t kMaxRecordMs = 30LL * 24 * 3600 * 1000;
+  if (ms <= 0 || ms > kMaxRecordMs)
+    throw InvalidArgument("--for " + a.duration + " is outside (0, 30d]");
+  auto client = open_client(ctx, Access::must_exist);
+  const std::int64_t until = client->env().now_ms() + ms;
+  sync_wait(client->backend().follow_events(until));
+  if (ctx.json) {
+    print_json(boost::json::object{{"recording_until_ms", until}});
+  } else {
+    std::cout << "events are recorded until " << format_time_ms(until)
+              << " (or later, if another follower asked for longer)" << std::endl;
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 void add_events_commands(CLI::App& app, Context& ctx) {
@@ -137,6 +171,11 @@ void add_events_commands(CLI::App& app, Context& ctx) {
   tail->add_option("--count", args->count, "exit after this many events (default: run until killed)");
   tail->add_option("--poll-ms", args->poll_ms, "how often to look for new events, ms (default 200)");
   tail->callback([&ctx, args] { ctx.action = [&ctx, args] { return do_tail(ctx, *args); }; });
+  auto rec = std::make_shared<RecordArgs>();
+  auto* record = events->add_subcommand(
+      "record", "record events for a while without printing them (for a later tail --from-start)");
+  record->add_option("--for", rec->duration, "how long, e.g. 30m, 12h, 7d (at most 30d)")->required();
+  record->callback([&ctx, rec] { ctx.action = [&ctx, rec] { return do_record(ctx, *rec); }; });
 }
 
 }  // namespace asyncmq::cli

@@ -119,6 +119,9 @@ class ForwardingBackend : public Backend {
                                                std::int64_t next_fire_ms, Job job) override {
     return inner_->fire_repeatable(queue, name, expected_fire_ms, next_fire_ms, std::move(job));
   }
+  boost::asio::awaitable<std::int64_t> follow_events(std::int64_t until_ms) override {
+    return inner_->follow_events(until_ms);
+  }
   boost::asio::awaitable<EventPage> read_events(std::int64_t after_seq,
                                                          std::size_t limit) override {
     return inner_->read_events(after_seq, limit);

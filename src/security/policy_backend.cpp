@@ -270,6 +270,14 @@ class PolicyBackend final : public core::ForwardingBackend {
                                                std::move(job));
   }
 
+  // Whoever may read some queue may follow: what it then reads is cut to
+  // its queues (read_events).
+  awaitable<std::int64_t> follow_events(std::int64_t until_ms) override {
+    check_anywhere(Action::read);
+    std::int64_t seq = co_await inner().follow_events(until_ms);
+    co_return seq;
+  }
+
   awaitable<EventPage> read_events(std::int64_t after_seq, std::size_t limit) override {
     // Events of queues this principal may not read are left out; last_seq
     // still moves past them.

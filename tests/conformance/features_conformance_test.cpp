@@ -801,3 +801,72 @@ TEST_P(Features, StateAndEventNamesRoundTrip) {
 INSTANTIATE_TEST_SUITE_P(AllBackends, Features, all_backends(), backend_name);
 
 }  // namespace asyncmq::testing
+
+namespace asyncmq::testing {
+namespace {
+
+// A store records events only while followed (Backend::follow_events).
+class EventFollowing : public BackendConformance {
+ protected:
+  void SetUp() override { client_ = Client::open(GetParam().uri(dir_.path()), env_); }
+
+  std::vector<Event> all_events() { return sync_wait(backend().read_events(0, 10000)).events; }
+  std::vector<JobId> jobs_of(const std::vector<Event>& events) {
+    std::vector<JobId> out;
+    for (const Event& e : events) out.push_back(e.job);
+    return out;
+  }
+};
+
+TEST_P(EventFollowing, AnUnfollowedStoreRecordsNoEvents) {
+  add("q", "t", object{}, {});
+  auto jobs = claim("q", 1);
+  ASSERT_EQ(jobs.size(), 1u);
+  finish({completed(jobs[0], "1")});
+  EXPECT_TRUE(all_events().empty());
+  EXPECT_EQ(sync_wait(backend().read_events(-1, 10)).last_seq, -1);
+  // The jobs themselves are as ever.
+  EXPECT_EQ(count_of(counts("q"), JobState::completed), 1u);
+}
+
+TEST_P(EventFollowing, AFollowerSeesEverythingFromItsCallUntilItsLeaseEnds) {
+  JobId before = add("q", "t", object{}, {});
+  const std::int64_t from = sync_wait(backend().follow_events(env().now_ms() + 60'000));
+  EXPECT_EQ(from, 0);  // nothing recorded yet
+  auto jobs = claim("q", 1);
+  ASSERT_EQ(jobs.size(), 1u);
+  finish({completed(jobs[0], "1")});
+  JobId during = add("q", "t", object{}, {});
+  auto page = sync_wait(backend().read_events(from, 100));
+  std::vector<EventType> types;
+  for (const Event& e : page.events) types.push_back(e.type);
+  EXPECT_EQ(types, (std::vector<EventType>{EventType::active, EventType::completed,
+                                           EventType::waiting}));
+  EXPECT_EQ(jobs_of(page.events), (std::vector<JobId>{before, before, during}));
+  // What a later call returns is the newest seq: reading on from it gives
+  // only what comes after.
+  const std::int64_t newest = sync_wait(backend().follow_events(env().now_ms() + 60'000));
+  EXPECT_EQ(newest, page.last_seq);
+  EXPECT_TRUE(sync_wait(backend().read_events(newest, 100)).events.empty());
+  // Past the lease (renewed above at +60 s), nothing more is recorded.
+  env().advance(60'000);
+  add("q", "t", object{}, {});
+  EXPECT_TRUE(sync_wait(backend().read_events(newest, 100)).events.empty());
+}
+
+TEST_P(EventFollowing, AShorterLeaseNeverCutsALongerOne) {
+  const std::int64_t t0 = env().now_ms();
+  sync_wait(backend().follow_events(t0 + 10'000));
+  sync_wait(backend().follow_events(t0 + 1'000));  // another follower, shorter
+  env().advance(5'000);
+  JobId id = add("q", "t", object{}, {});
+  EXPECT_EQ(jobs_of(all_events()), (std::vector<JobId>{id}));
+  env().advance(5'000);  // now t0 + 10 s: the lease is over
+  add("q", "t", object{}, {});
+  EXPECT_EQ(all_events().size(), 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllBackends, EventFollowing, all_backends(), backend_name);
+
+}  // namespace
+}  // namespace asyncmq::testing

@@ -31,6 +31,7 @@ class SealingConformance : public WorkerConformance {
     ClientOptions o;
     o.codec = codec_;
     client_ = Client::open(GetParam().uri(dir_.path()), env_, o);
+    follow_all_events();
   }
 
   Job stored(const JobId& id) { return *sync_wait(backend().get(id)); }

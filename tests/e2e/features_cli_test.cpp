@@ -352,6 +352,12 @@ TEST_F(FeaturesCliTest, PerGroupLimitAndGroupKeysAreSetShownAndObeyed) {
 }
 
 TEST_F(FeaturesCliTest, EventsTailPrintsPastAndLiveEvents) {
+  // A store records events only while followed: this add's are not kept.
+  std::string unseen = add({"q", "echo"});
+  expect_refused({"events", "record", "--for", "0"}, "--for");
+  expect_refused({"events", "record", "--for", "31d"}, "--for");
+  json::value rec = cli_json({"events", "record", "--for", "1h"});
+  EXPECT_GT(rec.at("recording_until_ms").as_int64(), 0);
   std::string a = add({"q", "echo"});
   add({"other", "echo"});
   add({"q", "echo", "--delay", "60000"});
@@ -365,6 +371,7 @@ TEST_F(FeaturesCliTest, EventsTailPrintsPastAndLiveEvents) {
   ASSERT_EQ(events.size(), 2u) << past.out;
   EXPECT_EQ(events[0].at("type"), "waiting");
   EXPECT_EQ(events[0].at("job"), json::value(a));
+  EXPECT_NE(events[0].at("job"), json::value(unseen));
   EXPECT_EQ(events[1].at("type"), "delayed");
   EXPECT_EQ(events[1].at("queue"), "q");
 

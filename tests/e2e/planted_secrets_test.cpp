@@ -205,6 +205,8 @@ TEST_F(PlantedSecrets, NoneAppearsInAnyOutputLogOrStore) {
   // Not PLANTED-like, so that the store scan for windows of the field
   // password cannot match it; step 7 scans for it on its own.
   const std::string progress_token = "ProgTok.c41f3a9e77";
+  // The events tail --from-start below reads what was recorded meanwhile.
+  ASSERT_EQ(cli({"events", "record", "--for", "1h"}).exit_code, 0);
   const std::string handler = run_handler(
       "calling the bank with {\"user\": \"bob\", \"password\": \"" + log_secret +
           "\"} for card " + pan,

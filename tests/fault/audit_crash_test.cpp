@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <limits>
 #include <fstream>
 #include <map>
 #include <set>
@@ -80,6 +81,8 @@ class AuditCrash : public ::testing::Test {
 TEST_F(AuditCrash, KilledBetweenCommitAndChainAppendLosesAndRepeatsNothing) {
   ProcessResult kg = run_process(argv({"audit", "keygen", "--verify-key", verify_key()}));
   ASSERT_EQ(kg.exit_code, 0) << kg.err;
+  // The event log is compared with the chain below: every process records.
+  sync_wait(open_backend(uri(), Env::system())->follow_events(std::numeric_limits<std::int64_t>::max()));
 
   // A producer killed right after its add committed: the job exists, its
   // record is not in the chain yet.

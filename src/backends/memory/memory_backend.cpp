@@ -78,15 +78,19 @@ std::int64_t ttl_deadline(const Job& j) {
 
 // The event log's newest kEventRetention events, oldest first. Why a ring
 // of compact entries and not a deque of Event: every transition of every job
-// emits an event, subscribed to or not, and an Event carried a heap copy of
+// of a followed store emits an event, and an Event carried a heap copy of
 // its queue's name while the deque took a new block every six events; that
 // was most of the allocations the event bus added to a job's way through
 // the store. Entries name their queue by a pointer into `names`, whose
 // strings outlive every entry; seqs are consecutive, so none is stored.
+//
+// Only events of times before the follow lease's end are kept (see
+// Backend::follow_events).
 class EventRing {
  public:
   void push(std::int64_t time_ms, EventType type, const std::string& queue, const JobId& job,
             std::string detail) {
+    if (time_ms >= followed_until_) return;
     Entry e{time_ms, &*names_.insert(queue).first, job, std::move(detail), type};
     if (entries_.size() < static_cast<std::size_t>(kEventRetention)) {
       entries_.push_back(std::move(e));
@@ -95,6 +99,11 @@ class EventRing {
       head_ = (head_ + 1) % entries_.size();
     }
     ++last_seq_;
+  }
+  // Returns the newest seq (0: none yet).
+  std::int64_t follow_until(std::int64_t until_ms) {
+    followed_until_ = std::max(followed_until_, until_ms);
+    return last_seq_;
   }
   std::size_t size() const { return entries_.size(); }
   bool empty() const { return entries_.empty(); }
@@ -125,6 +134,7 @@ class EventRing {
   std::vector<Entry> entries_;
   std::size_t head_ = 0;  // the oldest entry, once the ring is full
   std::int64_t last_seq_ = 0;
+  std::int64_t followed_until_ = 0;  // events of times before it are kept
   // Every queue name an event has carried (a queue's removal leaves its
   // name: older events still show it).
   std::set<std::string, std::less<>> names_;
@@ -663,6 +673,11 @@ class MemoryBackend final : public Backend {
     it->second.last_fire_ms = expected_fire_ms;
     commit_audit_locked(audit);
     co_return true;
+  }
+
+  boost::asio::awaitable<std::int64_t> follow_events(std::int64_t until_ms) override {
+    std::lock_guard lock(mu_);
+    co_return events_.follow_until(until_ms);
   }
 
   boost::asio::awaitable<EventPage> read_events(std::int64_t after_seq,

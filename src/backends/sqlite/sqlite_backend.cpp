@@ -327,6 +327,13 @@ class Db {
     tx_outbox_.clear();
   }
   void flush_counts();
+  // The store's follow lease (Backend::follow_events, meta key
+  // 'events_until'): events of times before it are recorded. Read once per
+  // transaction, as another process may have moved it since the last one.
+  std::int64_t events_followed_until();
+  void set_events_followed_until(std::int64_t until_ms) { followed_until_ = until_ms; }
+  // At BEGIN: the lease read in an earlier transaction may be stale.
+  void forget_events_followed_until() { followed_until_ = -1; }
   const std::string& path() const { return path_; }
 
   [[noreturn]] void fail(int rc, std::string_view what) const { throw_sqlite(db_, rc, what, path_); }
@@ -357,6 +364,7 @@ class Db {
   OutboxCache* outbox_cache_ = nullptr;
   std::vector<OutboxCache::Row> op_outbox_, tx_outbox_;
   const std::atomic<std::int64_t>* trim_wanted_ = nullptr;
+  std::int64_t followed_until_ = -1;  // -1: not read in this transaction
   std::int64_t trimmed_ = 0;   // committed deletes reached this seq
   std::int64_t trimming_ = 0;  // this transaction's delete reaches this seq
 };
@@ -454,6 +462,14 @@ void Db::trim_outbox() {
     trimming_ = wanted;
   } catch (const std::exception&) {
   }
+}
+
+std::int64_t Db::events_followed_until() {
+  if (followed_until_ < 0) {
+    Stmt s(*this, "SELECT value FROM meta WHERE key = 'events_until'");
+    followed_until_ = s.step() ? s.i64(0) : 0;
+  }
+  return followed_until_;
 }
 
 void Db::flush_counts() {
@@ -833,6 +849,7 @@ class Lane {
       for (auto& op : batch) op->fail(e);
     };
     db.drop_tx_counts();
+    db.forget_events_followed_until();
     try {
       Stmt(db, writer_ ? "BEGIN IMMEDIATE" : "BEGIN").run();
     } catch (...) {
@@ -975,8 +992,11 @@ class EventLog {
   }
   // Writes the rows, and the audit entries as one outbox row; the op's
   // savepoint or transaction covers them.
+  // Event rows only while the store is followed (Db::events_followed_until).
   void write(Db& db) {
+    const std::int64_t until = rows_.empty() ? 0 : db.events_followed_until();
     for (const Row& r : rows_) {
+      if (r.time_ms >= until) continue;
       Stmt s(db, "INSERT INTO events(time_ms, type, queue, jobs, detail) VALUES(?1, ?2, ?3, ?4, ?5)");
       s.bind(1, r.time_ms).bind(2, static_cast<int>(r.type)).bind_text(3, r.queue)
           .bind_blob(4, r.jobs).bind_text(5, r.detail).run();
@@ -2180,6 +2200,14 @@ bool do_fire_repeatable(Db& db, const std::string& queue, const std::string& nam
   return true;
 }
 
+// The seq of the newest event recorded (0: none), as do_read_events numbers
+// them.
+std::int64_t do_newest_event_seq(Db& db) {
+  Stmt s(db, "SELECT seq, length(jobs) FROM events ORDER BY seq DESC LIMIT 1");
+  if (!s.step()) return 0;
+  return s.i64(0) * kIdsPerRow + s.i64(1) / 16 - 1;
+}
+
 std::vector<Event> do_read_events(Db& db, std::int64_t after_seq, std::size_t limit) {
   std::vector<Event> out;
   auto expand = [&](const Stmt& s, std::int64_t skip_through) {
@@ -2714,6 +2742,18 @@ class SqliteBackend final : public Backend {
       bool fired = do_fire_repeatable(db, q, n, expected_fire_ms, next_fire_ms, j, ev);
       ev.write(db);
       return fired;
+    });
+  }
+
+  awaitable<std::int64_t> follow_events(std::int64_t until_ms) override {
+    return run_on<std::int64_t>(*writer_, [until_ms](Db& db) {
+      Stmt s(db,
+             "INSERT INTO meta(key, value) VALUES('events_until', ?1) ON CONFLICT(key) "
+             "DO UPDATE SET value = max(value, excluded.value) RETURNING value");
+      s.bind(1, until_ms);
+      if (!s.step()) db.fail(SQLITE_ERROR, "follow events");
+      db.set_events_followed_until(s.i64(0));
+      return do_newest_event_seq(db);
     });
   }
 

@@ -16,6 +16,7 @@
 #include <sqlite3.h>
 
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -277,10 +278,28 @@ TEST_F(SqliteBackendTest, CountsFollowEveryTransitionAndIgnoreRolledBackOps) {
   EXPECT_EQ(counts(*b), (StateCounts{1, 0, 0, 0, 0, 1}));
 }
 
+// The follow lease lives in the store: a follower in one process (here,
+// another connection) makes the writer of another record, from its next
+// transaction on, though that writer had found the store unfollowed before.
+TEST_F(SqliteBackendTest, AFollowerOnAnotherConnectionTurnsRecordingOn) {
+  auto writer = open();
+  auto follower = open();
+  Job before = make_job();
+  sync_wait(writer->enqueue({before}));
+  const std::int64_t from = sync_wait(follower->follow_events(env_.now_ms() + 60'000));
+  Job after = make_job();
+  sync_wait(writer->enqueue({after}));
+  auto events = sync_wait(follower->read_events(from, 100)).events;
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].job, after.id);
+  EXPECT_EQ(events[0].type, EventType::waiting);
+}
+
 // Promotion records a `waiting` event per job, and the events of one
 // promotion share one row of the events table (as enqueue's do).
 TEST_F(SqliteBackendTest, PromotedJobsShareOneEventRow) {
   auto b = open();
+  sync_wait(b->follow_events(std::numeric_limits<std::int64_t>::max()));
   std::vector<Job> jobs;
   for (int i = 0; i < 3; ++i) {
     Job j = make_job();

@@ -21,6 +21,7 @@
 #include <sqlite3.h>
 
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <sstream>
 
@@ -92,6 +93,7 @@ TEST(SealingEndToEnd, MarkerNeverReachesSqliteFileOrWal) {
   JobId id;
   {
     auto client = Client::open(uri, env, options);
+    sync_wait(client->backend().follow_events(std::numeric_limits<std::int64_t>::max()));
     Queue q(client, "clinic");
     JobOptions jo;
     jo.subject = subject;
