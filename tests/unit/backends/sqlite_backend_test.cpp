@@ -15,9 +15,12 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <limits>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -30,6 +33,29 @@ std::string read_file(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// Runs `sql` on the store at `path` directly, as another program could.
+void exec_sql(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+}
+
+// The first column of the first row of `sql` on the store at `path`.
+std::int64_t query_int(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  sqlite3_stmt* st = nullptr;
+  std::int64_t v = -1;
+  if (sqlite3_open(path.c_str(), &db) == SQLITE_OK &&
+      sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW)
+    v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return v;
 }
 
 class SqliteBackendTest : public ::testing::Test {
@@ -231,6 +257,137 @@ TEST_F(SqliteBackendTest, RefusesAStoreOfAnotherSchemaVersion) {
     EXPECT_NE(std::string(e.what()).find("schema version 1"), std::string::npos) << e.what();
   }
   EXPECT_EQ(read_file(path), before);
+}
+
+// The options packed into jobs.opts come back as they went in, at the ends
+// of their ranges, negative, and with every jitter bit pattern; default
+// options take two bytes.
+TEST_F(SqliteBackendTest, PackedOptionsRoundTripAndDefaultsStayTiny) {
+  using I64 = std::numeric_limits<std::int64_t>;
+  Job odd = make_job();
+  odd.options.delay_ms = -1234567890123;
+  odd.options.attempts = std::numeric_limits<std::int32_t>::min();
+  odd.options.backoff = Backoff{Backoff::Kind::fixed, I64::max(), I64::min(), 0.75};
+  odd.options.timeout_ms = -1;
+  odd.options.lifo = true;
+  odd.options.idempotency_window_ms = 86'400'000;
+  odd.options.ttl_ms = 315'360'000'000;  // ten years, the most Queue::add takes
+  odd.on_failure = ChildFailure::wait;
+  Job zeros = make_job();
+  zeros.options.attempts = std::numeric_limits<std::int32_t>::max();
+  zeros.options.backoff = Backoff{static_cast<Backoff::Kind>(200), 0, 0, -0.0};
+  zeros.options.ttl_ms = -5;
+  zeros.on_failure = ChildFailure::ignore;
+  Job plain = make_job();
+  {
+    auto b = open();
+    sync_wait(b->enqueue({odd, zeros, plain}));
+  }
+  auto b = open();
+  auto got = sync_wait(b->get(odd.id));
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->options.delay_ms, -1234567890123);
+  EXPECT_EQ(got->options.attempts, std::numeric_limits<std::int32_t>::min());
+  EXPECT_EQ(got->options.backoff.kind, Backoff::Kind::fixed);
+  EXPECT_EQ(got->options.backoff.delay_ms, I64::max());
+  EXPECT_EQ(got->options.backoff.max_delay_ms, I64::min());
+  EXPECT_EQ(got->options.backoff.jitter, 0.75);
+  EXPECT_EQ(got->options.timeout_ms, -1);
+  EXPECT_TRUE(got->options.lifo);
+  EXPECT_EQ(got->options.idempotency_window_ms, 86'400'000);
+  EXPECT_EQ(got->options.ttl_ms, 315'360'000'000);
+  EXPECT_EQ(got->on_failure, ChildFailure::wait);
+  got = sync_wait(b->get(zeros.id));
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->options.attempts, std::numeric_limits<std::int32_t>::max());
+  EXPECT_EQ(static_cast<int>(got->options.backoff.kind), 200);
+  EXPECT_EQ(got->options.backoff.delay_ms, 0);
+  EXPECT_EQ(got->options.backoff.max_delay_ms, 0);
+  EXPECT_EQ(got->options.backoff.jitter, 0.0);
+  EXPECT_TRUE(std::signbit(got->options.backoff.jitter));
+  EXPECT_EQ(got->options.ttl_ms, -5);
+  EXPECT_EQ(got->on_failure, ChildFailure::ignore);
+  got = sync_wait(b->get(plain.id));
+  ASSERT_TRUE(got);
+  const JobOptions d;
+  EXPECT_EQ(got->options.delay_ms, d.delay_ms);
+  EXPECT_EQ(got->options.attempts, d.attempts);
+  EXPECT_EQ(got->options.backoff.kind, d.backoff.kind);
+  EXPECT_EQ(got->options.backoff.delay_ms, d.backoff.delay_ms);
+  EXPECT_EQ(got->options.backoff.max_delay_ms, d.backoff.max_delay_ms);
+  EXPECT_EQ(got->options.backoff.jitter, d.backoff.jitter);
+  EXPECT_EQ(got->options.timeout_ms, d.timeout_ms);
+  EXPECT_FALSE(got->options.lifo);
+  EXPECT_EQ(got->options.idempotency_window_ms, d.idempotency_window_ms);
+  EXPECT_EQ(got->options.ttl_ms, d.ttl_ms);
+  EXPECT_EQ(got->on_failure, ChildFailure::fail_parent);
+  std::string hex = plain.id.str();
+  hex.erase(std::remove(hex.begin(), hex.end(), '-'), hex.end());
+  EXPECT_EQ(query_int(dir_.file("store.db"),
+                      "SELECT length(opts) FROM jobs WHERE lower(hex(id)) = '" + hex + "'"),
+            2);
+}
+
+// A job retried by hand loses its TTL (its opts are rewritten) and keeps
+// every other option.
+TEST_F(SqliteBackendTest, RetryRewritesTheOptionsWithoutTheTtl) {
+  auto b = open();
+  Job j = make_job();
+  j.options.ttl_ms = 100;
+  j.options.attempts = 3;
+  j.options.lifo = true;
+  j.options.idempotency_window_ms = 42;
+  j.on_failure = ChildFailure::ignore;
+  sync_wait(b->enqueue({j}));
+  env_.advance(100);
+  ASSERT_EQ(sync_wait(b->expire_due(env_.now_ms())), std::vector<JobId>{j.id});
+  sync_wait(b->retry(j.id, env_.now_ms()));
+  env_.advance(1000);
+  EXPECT_TRUE(sync_wait(b->expire_due(env_.now_ms())).empty());
+  auto got = sync_wait(b->get(j.id));
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->state, JobState::waiting);
+  EXPECT_EQ(got->options.ttl_ms, 0);
+  EXPECT_EQ(got->options.attempts, 3);
+  EXPECT_TRUE(got->options.lifo);
+  EXPECT_EQ(got->options.idempotency_window_ms, 42);
+  EXPECT_EQ(got->on_failure, ChildFailure::ignore);
+}
+
+// A malformed opts blob is reported as a corrupt store naming the job,
+// whatever is wrong with it; nothing is decoded by guess.
+TEST_F(SqliteBackendTest, AMalformedOptionsBlobIsACorruptStoreError) {
+  Job j = make_job();
+  {
+    auto b = open();
+    sync_wait(b->enqueue({j}));
+  }
+  const std::string path = dir_.file("store.db");
+  // Version byte, mask varint, fields (see pack_opts).
+  const std::pair<const char*, const char*> bad[] = {
+      {"", "empty"},
+      {"02", "version 2"},
+      {"0180", "truncated varint"},                        // in the mask
+      {"01808010", "unknown fields"},                      // mask bit 18
+      {"0101", "truncated varint"},                        // delay_ms announced, missing
+      {"0120000000", "truncated jitter"},                  // 3 of its 8 bytes
+      {"010000", "trailing bytes"},
+      {"0101ffffffffffffffffffff01", "varint over 64 bits"},  // 11 bytes
+      {"01028080808010", "attempts"},                      // zigzag(2^31)
+      {"0180088002", "on_failure"},                        // 256
+  };
+  for (const auto& [h, what] : bad) {
+    exec_sql(path, std::string("UPDATE jobs SET opts = x'") + h + "'");
+    auto b = open();
+    try {
+      sync_wait(b->get(j.id));
+      ADD_FAILURE() << "decoded opts x'" << h << "'";
+    } catch (const BackendError& e) {
+      EXPECT_EQ(e.kind(), errc::corrupt_store) << h;
+      EXPECT_NE(std::string(e.what()).find(j.id.str()), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  }
 }
 
 // Counts are kept in a table, updated once per commit: every transition
