@@ -146,7 +146,7 @@ int do_record(const Context& ctx, const RecordArgs& a) {
   const std::int64_t ms = parse_duration_ms(a.duration);
   constexpr std::int64_t kMaxRecordMs = 30LL * 24 * 3600 * 1000;
   if (ms <= 0 || ms > kMaxRecordMs)
-    throw InvalidArgument("--for " + a.duration + " is outside (0, 30d]");
+    throw InvalidArgument("--for " + a.duration + " is outside (0, 30d]: give a duration such as 2h");
   auto client = open_client(ctx, Access::must_exist);
   const std::int64_t until = client->env().now_ms() + ms;
   sync_wait(client->backend().follow_events(until));

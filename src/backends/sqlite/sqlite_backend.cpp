@@ -723,9 +723,18 @@ void unpack_opts(std::string_view blob, const JobId& id, const std::string& path
     throw corrupt(std::to_string(blob.size() - at) + " trailing bytes");
 }
 
-// unpack_opts of column `c` of `s`, the opts of job `id`.
-void read_opts(const Stmt& s, int c, const JobId& id, JobOptions& o, ChildFailure& on_failure) {
-  unpack_opts(s.view(c), id, s.path(), o, on_failure);
+// What jobs.opts holds: the packed fields of `options` (the others stay
+// default) and on_failure.
+struct StoredOpts {
+  JobOptions options;
+  ChildFailure on_failure = ChildFailure::fail_parent;
+};
+
+// Column `c` of `s`, the opts of job `id`, unpacked.
+StoredOpts read_opts(const Stmt& s, int c, const JobId& id) {
+  StoredOpts r;
+  unpack_opts(s.view(c), id, s.path(), r.options, r.on_failure);
+  return r;
 }
 
 // Decodes ASYNCMQ_JOB_COLS starting at column `o`.
@@ -736,7 +745,7 @@ Job read_job(const Stmt& s, int o = 0) {
   j.task = s.str(o + 2);
   j.state = static_cast<JobState>(s.i64(o + 3));
   j.options.priority = static_cast<std::int32_t>(s.i64(o + 4));
-  read_opts(s, o + 5, j.id, j.options, j.on_failure);
+  unpack_opts(s.view(o + 5), j.id, s.path(), j.options, j.on_failure);
   j.options.idempotency_key = s.str(o + 6);
   j.options.subject = s.str(o + 7);
   j.payload = s.str(o + 8);
@@ -1111,6 +1120,9 @@ const char* const kInsert =
 // `jobs` holds their 16-byte ids (at most kIdsPerRow). A row's events get
 // seq = rowid * kIdsPerRow + index, so seqs increase across rows.
 constexpr std::int64_t kIdsPerRow = 4096;
+std::int64_t event_seq(std::int64_t rowid, std::int64_t index) {
+  return rowid * kIdsPerRow + index;
+}
 
 class EventLog {
  public:
@@ -1134,9 +1146,9 @@ class EventLog {
     r.jobs.assign(reinterpret_cast<const char*>(id.bytes().data()), 16);
     rows_.push_back(std::move(r));
   }
-  // Writes the rows, and the audit entries as one outbox row; the op's
-  // savepoint or transaction covers them.
-  // Event rows only while the store is followed (Db::events_followed_until).
+  // Writes the rows (only while the store is followed: see
+  // Db::events_followed_until), and the audit entries as one outbox row; the
+  // op's savepoint or transaction covers them.
   void write(Db& db) {
     const std::int64_t until = rows_.empty() ? 0 : db.events_followed_until();
     for (const Row& r : rows_) {
@@ -1733,9 +1745,7 @@ std::vector<bool> do_finish(Db& db, const std::vector<Outcome>& outcomes, EventL
     }
     if (sqlite3_column_type(f.raw(), 2) != SQLITE_NULL && to != JobState::failed) {
       JobId parent = f.id(2);
-      JobOptions opts;
-      ChildFailure policy;
-      read_opts(f, 3, o.id, opts, policy);
+      const ChildFailure policy = read_opts(f, 3, o.id).on_failure;
       child_ended(db, o.id, parent, policy, to, to == JobState::completed, o.now_ms, ev);
     }
     ok[i] = true;
@@ -1762,8 +1772,7 @@ void child_ended(Db& db, const JobId& child, const JobId& parent, ChildFailure o
     queue = s.str(3);
     has_grandparent = sqlite3_column_type(s.raw(), 4) != SQLITE_NULL;
     grandparent = s.id(4);
-    JobOptions opts;
-    read_opts(s, 5, parent, opts, parent_policy);
+    parent_policy = read_opts(s, 5, parent).on_failure;
   }
   if (ok || on_failure == ChildFailure::ignore) {
     if (--pending > 0) {
@@ -1826,11 +1835,9 @@ ReclaimResult do_reclaim(Db& db, std::int64_t now_ms, int max_stalls, EventLog& 
     s.bind(1, now_ms);
     while (s.step()) {
       const JobId id = s.id(0);
-      JobOptions opts;
-      ChildFailure on_failure;
-      read_opts(s, 5, id, opts, on_failure);
       expired.push_back({id, s.i64(1), s.i64(2), s.str(3),
-                         sqlite3_column_type(s.raw(), 4) != SQLITE_NULL, s.id(4), on_failure,
+                         sqlite3_column_type(s.raw(), 4) != SQLITE_NULL, s.id(4),
+                         read_opts(s, 5, id).on_failure,
                          s.str(6), s.str(7)});
     }
   }
@@ -1954,10 +1961,7 @@ void erase_job(Db& db, const JobId& id, std::int64_t now_ms, EventLog& ev) {
     queue = s.str(2);
     key = s.str(3);
     finished = s.i64(4);
-    JobOptions opts;
-    ChildFailure on_failure;
-    read_opts(s, 5, id, opts, on_failure);
-    window = opts.idempotency_window_ms;
+    window = read_opts(s, 5, id).options.idempotency_window_ms;
   }
   {
     Stmt d(db, "DELETE FROM jobs WHERE rowid = ?1");
@@ -2008,15 +2012,14 @@ void do_retry(Db& db, const JobId& id, std::int64_t now_ms, EventLog& ev) {
                    "; only failed, dead, expired or cancelled jobs can be retried");
   // Retried by hand, the job has no TTL any more (as in the memory backend):
   // its opts are written again without one.
-  JobOptions opts;
-  ChildFailure on_failure;
+  StoredOpts stored;
   {
     Stmt r(db, "SELECT opts FROM jobs WHERE rowid = ?1");
     r.bind(1, rowid).step();  // the row locate just found
-    read_opts(r, 0, id, opts, on_failure);
+    stored = read_opts(r, 0, id);
   }
-  opts.ttl_ms = 0;
-  const std::string packed = pack_opts(opts, on_failure);
+  stored.options.ttl_ms = 0;
+  const std::string packed = pack_opts(stored.options, stored.on_failure);
   Stmt s(db,
          "UPDATE jobs SET state = 0, attempts_made = 0, stalls = 0, run_at_ms = ?1, "
          "finished_ms = 0, opts = ?2, expires_ms = 0 WHERE rowid = ?3");
@@ -2362,7 +2365,7 @@ bool do_fire_repeatable(Db& db, const std::string& queue, const std::string& nam
 std::int64_t do_newest_event_seq(Db& db) {
   Stmt s(db, "SELECT seq, length(jobs) FROM events ORDER BY seq DESC LIMIT 1");
   if (!s.step()) return 0;
-  return s.i64(0) * kIdsPerRow + s.i64(1) / 16 - 1;
+  return event_seq(s.i64(0), s.i64(1) / 16 - 1);
 }
 
 std::vector<Event> do_read_events(Db& db, std::int64_t after_seq, std::size_t limit) {
@@ -2372,7 +2375,7 @@ std::vector<Event> do_read_events(Db& db, std::int64_t after_seq, std::size_t li
     std::string_view jobs = s.view(4);
     std::size_t n = jobs.size() / 16;
     for (std::size_t i = 0; i < n; ++i) {
-      std::int64_t seq = rowid * kIdsPerRow + static_cast<std::int64_t>(i);
+      std::int64_t seq = event_seq(rowid, static_cast<std::int64_t>(i));
       if (seq <= skip_through) continue;
       Event e;
       e.seq = seq;
