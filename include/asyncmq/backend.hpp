@@ -495,9 +495,11 @@ class Backend {
   virtual boost::asio::awaitable<std::vector<AuditOutboxRow>> read_audit_outbox(
       std::int64_t after_seq, std::size_t limit) = 0;
   // Says that every row with seq <= through_seq is in the chain, so it may
-  // be deleted. A hint: it does not wait (SQLite deletes them in a later
-  // write transaction, memory at once); rows left over are relayed at most
-  // once anyway, because the chain remembers what it relayed.
+  // be deleted. A hint: it does not wait (memory deletes them at once,
+  // SQLite in a later write transaction once a few dozen are relayed, and
+  // the rest when the backend object closes); rows left over are relayed at
+  // most once anyway, because the chain remembers what it relayed. A seq is
+  // never reused, trimmed or not.
   virtual void trim_audit_outbox(std::int64_t through_seq) = 0;
   // Audit table (issue 6) ----------------------------------------------------
   // Called by the auditing decorator (append) and the verifier (read).

@@ -618,19 +618,45 @@ TEST_F(SqliteBackendTest, ListPagesByIdAndPauseStopsClaims) {
   EXPECT_THROW(sync_wait(b->remove(make_job().id)), NotFound);
 }
 
-// Trims ride in the writer's next transaction (no commit of their own); a
-// store closed right after its relay trimmed still ends with an empty outbox.
+// Trims ride in the writer's transactions (no commit of their own); a store
+// closed right after its relay trimmed still ends with an empty outbox, and
+// the next row after reopening does not take a trimmed seq.
 TEST_F(SqliteBackendTest, OutboxRowsTrimmedBeforeCloseAreGoneAfterReopen) {
+  std::int64_t last = 0;
   {
     auto b = open();
     b->enable_audit_outbox("tester");
     sync_wait(b->enqueue({make_job(), make_job()}));
     auto rows = sync_wait(b->read_audit_outbox(0, 10));
     ASSERT_FALSE(rows.empty());
-    b->trim_audit_outbox(rows.back().seq);
+    last = rows.back().seq;
+    b->trim_audit_outbox(last);
   }
   auto again = open();
   EXPECT_TRUE(sync_wait(again->read_audit_outbox(0, 10)).empty());
+  again->enable_audit_outbox("tester");
+  sync_wait(again->enqueue({make_job()}));
+  auto rows = sync_wait(again->read_audit_outbox(0, 10));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_GT(rows[0].seq, last);
+}
+
+// A trim of a few rows waits for more (a delete per relay round rewrote the
+// outbox pages at every commit); one of many deletes them in the next write.
+TEST_F(SqliteBackendTest, OutboxTrimsWaitForAFewDozenRows) {
+  const std::string path = dir_.file("store.db");
+  auto b = open();
+  b->enable_audit_outbox("tester");
+  for (int i = 0; i < 80; ++i) sync_wait(b->enqueue({make_job()}));
+  auto rows = sync_wait(b->read_audit_outbox(0, 100));
+  ASSERT_EQ(rows.size(), 80u);
+  b->trim_audit_outbox(rows[4].seq);
+  sync_wait(b->enqueue({make_job()}));
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM audit_outbox"), 81);
+  b->trim_audit_outbox(rows[69].seq);
+  sync_wait(b->enqueue({make_job()}));
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM audit_outbox"), 12);
+  EXPECT_EQ(query_int(path, "SELECT min(seq) FROM audit_outbox"), rows[70].seq);
 }
 
 }  // namespace
