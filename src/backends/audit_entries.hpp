@@ -44,6 +44,13 @@ class AuditEntries {
   explicit AuditEntries(const std::string* actor = nullptr) : actor_(actor) {}
 
   bool on() const { return actor_ != nullptr; }
+  // Writes the entries into `buffer` (its contents dropped, its capacity
+  // kept), before the first one.
+  void reuse(std::string buffer) {
+    if (count_ != 0) return;
+    buffer.clear();
+    blob_ = std::move(buffer);
+  }
 
   // A job's transition, by the object's actor (or "worker:<worker>", if
   // `worker` is given).
@@ -98,7 +105,9 @@ class AuditEntries {
   std::string take_encoded() {
     count_ = 0;
     have_last_ = false;
-    return std::move(blob_);
+    std::string out = std::move(blob_);
+    blob_.clear();
+    return out;
   }
   std::vector<AuditEvent> take();
 
