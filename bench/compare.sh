@@ -13,7 +13,8 @@
 # --json` output (--json is added when missing). A sqlite:///... file named in
 # a command is deleted before each of its runs, so every run starts from an
 # empty store of the same size. Medians, not means: one run disturbed by
-# another process on a two-core machine must not decide the ratio.
+# another process on a two-core machine must not decide the ratio. Two
+# ratios: of the medians, and the median of the rounds' own ratios (paired).
 set -euo pipefail
 
 rounds=5
@@ -61,10 +62,18 @@ for ((r = 1; r <= rounds; ++r)); do
 done
 
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# The median of the per-round ratios: a round's runs follow each other
+# within seconds, so a machine that is busier for a round moves both of them
+# (the ratio of the medians compares runs that may be minutes apart).
+paired() {
+  paste -d' ' <(tr ' ' '\n' <<<"$1" | grep -v '^$') <(tr ' ' '\n' <<<"$2" | grep -v '^$') |
+    awk '{print $1 / $2}' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'
+}
 echo
-printf '%-12s %10s %8s   %s\n' config median ratio "runs ($phase jobs/s)"
+printf '%-12s %10s %8s %8s   %s\n' config median ratio paired "runs ($phase jobs/s)"
 base=$(median "${results[0]}")
 for i in "${!names[@]}"; do
   m=$(median "${results[$i]}")
-  printf '%-12s %10.0f %8.3f  %s\n' "${names[$i]}" "$m" "$(awk -v a="$m" -v b="$base" 'BEGIN{print a/b}')" "${results[$i]}"
+  printf '%-12s %10.0f %8.3f %8.3f  %s\n' "${names[$i]}" "$m" "$(awk -v a="$m" -v b="$base" 'BEGIN{print a/b}')" \
+    "$(paired "${results[$i]}" "${results[0]}")" "${results[$i]}"
 done
