@@ -213,11 +213,14 @@ enum class AuditFsync : std::uint8_t {
   // fdatasync on the log once records were written, at most one flush
   // starting per 10 ms; each covers every record written before it began.
   // A record is on disk within about 10 ms plus two fdatasync times after
-  // append() returns; a machine crash loses at most the
-  // records of that window. append() never waits for the disk, so an
-  // auditing Backend adds no disk wait to a worker's event loop. Periodic
-  // checkpoints are written by that thread, after its fdatasync (so they
-  // anchor the last durable record, a few milliseconds behind the head).
+  // append() returns; a machine crash loses at most the records of that
+  // window that were appended directly (denials, key changes): a relayed
+  // record's outbox row is trimmed only once a flush covers the record
+  // (trimmable_through), so it is relayed again. append() never waits for
+  // the disk, so an auditing Backend adds no disk wait to a worker's event
+  // loop. Periodic checkpoints are written by that thread, after its
+  // fdatasync (so they anchor the last durable record, a few milliseconds
+  // behind the head).
   group,
   // fdatasync after each appended batch, before append() returns: a record
   // is on disk when append() returns. One disk flush per batch, on the
@@ -318,6 +321,17 @@ class AuditLog {
   // log backwards to its start; after that it reads nothing but what other
   // processes appended since its last batch.
   std::int64_t append_outbox(std::string_view store, std::span<const AuditOutboxRow> rows);
+  // The seq through which the rows of `store` that this object relayed
+  // (append_outbox) are in the chain and on disk: what the relay may trim
+  // from the outbox, so that a machine crash loses no record whose
+  // transition the store kept (a record still only in the page cache is
+  // still in the outbox). Under AuditFsync::always that is what
+  // append_outbox returned; under group it follows the background
+  // thread's flushes; under never (no promise) it is what was relayed.
+  std::int64_t trimmable_through(std::string_view store) const;
+  // fdatasyncs the log now if records were written since the last one
+  // (nothing under AuditFsync::never). A failure is logged and counted.
+  void flush();
 
   // Writes a signed checkpoint of the current head now (if there is a record
   // not yet checkpointed).

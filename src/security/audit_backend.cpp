@@ -56,7 +56,7 @@ class AuditingBackend final : public core::ForwardingBackend {
   // Relays what is left, then stops the relay thread (before the inner
   // backend goes: the base class destructor runs after this one).
   ~AuditingBackend() override {
-    boost::asio::co_spawn(relay_io_, relay_rounds(), boost::asio::detached);
+    boost::asio::co_spawn(relay_io_, last_rounds(), boost::asio::detached);
     relay_work_.reset();
     relayer_.join();
   }
@@ -297,6 +297,26 @@ class AuditingBackend final : public core::ForwardingBackend {
     relaying_ = false;
   }
 
+  // The destructor's: what is left, on disk, and trimmed.
+  awaitable<void> last_rounds() {
+    co_await relay_rounds();
+    try {
+      log_->flush();
+      trim();
+    } catch (const std::exception& ex) {
+      core::log(core::LogLevel::error, "audit", std::string("the last audit relay failed: ") + ex.what());
+    }
+  }
+
+  // The outbox keeps a row until the chain holds it on disk (see
+  // AuditLog::trimmable_through), not only in the page cache.
+  void trim() {
+    if (const std::int64_t t = log_->trimmable_through(store_); t > trimmed_) {
+      trimmed_ = t;
+      inner().trim_audit_outbox(t);
+    }
+  }
+
   awaitable<void> recover_on_relay_thread() {
     co_await relay_rounds();
     co_await copy_chain_to_backend();  // also when the outbox was empty
@@ -307,13 +327,14 @@ class AuditingBackend final : public core::ForwardingBackend {
     constexpr std::size_t kPage = 1000;
     for (;;) {
       std::vector<AuditOutboxRow> rows = co_await inner().read_audit_outbox(cursor_, kPage);
-      if (rows.empty()) co_return;
+      if (rows.empty()) {
+        trim();
+        co_return;
+      }
       std::int64_t through = log_->append_outbox(store_, rows);
       co_await copy_chain_to_backend();  // before the trim: see copy_chain_to_backend
-      if (through > cursor_) {
-        cursor_ = through;
-        inner().trim_audit_outbox(through);
-      }
+      if (through > cursor_) cursor_ = through;
+      trim();
       // A failed append leaves the cursor short of the rows: stop, retry later.
       if (rows.size() < kPage || through < rows.back().seq) co_return;
     }
@@ -388,6 +409,7 @@ class AuditingBackend final : public core::ForwardingBackend {
   std::uint64_t covered_ = 0;  // requests that a finished round began after
   bool relaying_ = false;
   std::int64_t cursor_ = 0;  // rows through it are in the chain (as far as this object knows)
+  std::int64_t trimmed_ = 0;  // the last seq given to trim_audit_outbox
   std::int64_t table_head_ = -1;  // the audit table holds the chain through it; -1: read it
   bool sink_failing_ = false;     // the last copy failed (and was logged)
   std::thread relayer_;      // last: started once the rest exists

@@ -47,6 +47,7 @@
 #include <charconv>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -254,6 +255,52 @@ struct AuditLog::Impl {
   AuditHead durable;
   // Records were written since the last fdatasync started.
   bool unsynced = false;
+  // Per store relayed by this object: what its outbox may lose (see
+  // trimmable_through). `pending`: (the head after a relay, the outbox seq
+  // it relayed through), oldest first, until durable reaches the head.
+  struct Relayed {
+    std::deque<std::pair<std::uint64_t, std::int64_t>> pending;
+    std::int64_t trimmable = 0;
+  };
+  std::map<std::string, Relayed, std::less<>> relayed;
+
+  // Notes that the rows of `store` through `through` are in the chain up
+  // to the head. REQUIRES: mu held.
+  void note_relayed(std::string_view store, std::int64_t through) {
+    auto it = relayed.find(store);
+    if (it == relayed.end()) it = relayed.emplace(std::string(store), Relayed{}).first;
+    Relayed& r = it->second;
+    const std::int64_t last = r.pending.empty() ? r.trimmable : r.pending.back().second;
+    if (through <= last) return;
+    r.pending.emplace_back(head.seq, through);
+    // Records another process appended are covered by our next flush; under
+    // group one is due, under always it happens here (rarely: only when
+    // another process relayed rows of this store).
+    if (durable.seq >= head.seq) return;
+    if (opt.fsync == AuditFsync::group && !unsynced) {
+      unsynced = true;
+      wake.notify_one();
+    } else if (opt.fsync == AuditFsync::always) {
+      try {
+        make_log_durable();
+      } catch (const std::exception& ex) {
+        ++failures;
+        core::log(core::LogLevel::error, "audit", std::string("flush failed: ") + ex.what());
+      }
+    }
+  }
+  // REQUIRES: mu held.
+  std::int64_t trimmable(std::string_view store) {
+    auto it = relayed.find(store);
+    if (it == relayed.end()) return 0;
+    Relayed& r = it->second;
+    const bool all = opt.fsync == AuditFsync::never;
+    while (!r.pending.empty() && (all || r.pending.front().first <= durable.seq)) {
+      r.trimmable = std::max(r.trimmable, r.pending.front().second);
+      r.pending.pop_front();
+    }
+    return r.trimmable;
+  }
   // The syncer thread (AuditFsync::group only) and its stop flag.
   std::thread syncer;
   std::condition_variable wake;
@@ -890,10 +937,29 @@ std::int64_t AuditLog::append_outbox(std::string_view store,
     c = it == m.cursors.end() ? OutboxCursor{} : it->second;
   }
   // Rows through c.seq are wholly in the chain, unless c is inside a row given here.
+  std::int64_t through = c.seq;
   for (const AuditOutboxRow& row : rows)
     if (row.seq == c.seq && c.index + 1 < static_cast<std::int64_t>(row.events.size()))
-      return c.seq - 1;
-  return c.seq;
+      through = c.seq - 1;
+  m.note_relayed(store, through);
+  return through;
+}
+
+std::int64_t AuditLog::trimmable_through(std::string_view store) const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->trimmable(store);
+}
+
+void AuditLog::flush() {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mu);
+  if (m.closed) return;  // close() made it all durable
+  try {
+    m.make_log_durable();
+  } catch (const std::exception& ex) {
+    ++m.failures;
+    core::log(core::LogLevel::error, "audit", std::string("flush failed: ") + ex.what());
+  }
 }
 
 void AuditLog::checkpoint() {

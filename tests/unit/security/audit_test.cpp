@@ -69,6 +69,15 @@ class AuditTest : public ::testing::Test {
   fs::path cp_path() const { return options_.checkpoint_path; }
 
   std::shared_ptr<AuditLog> open() { return AuditLog::open(options_, env_); }
+  // A new chain under new keys, written with `policy`.
+  void start_over(AuditFsync policy) {
+    fs::remove(log_path());
+    fs::remove(cp_path());
+    fs::remove(writer_key());
+    fs::remove(verify_key());
+    audit_keygen(writer_key(), verify_key());
+    options_.fsync = policy;
+  }
 
   // n records, one per batch, "added" for job-i on queue q.
   void write(std::size_t n, std::size_t start = 1) {
@@ -191,12 +200,7 @@ TEST_F(AuditTest, TwoWritersOnOneLogInterleave) {
 TEST_F(AuditTest, EveryFsyncPolicyKeepsTheChainVerifiable) {
   for (AuditFsync policy : {AuditFsync::never, AuditFsync::group, AuditFsync::always}) {
     SCOPED_TRACE(static_cast<int>(policy));
-    fs::remove(log_path());
-    fs::remove(cp_path());
-    fs::remove(writer_key());
-    fs::remove(verify_key());
-    audit_keygen(writer_key(), verify_key());
-    options_.fsync = policy;
+    start_over(policy);
     write(20);
     auto r = verify();
     EXPECT_TRUE(r.intact) << (r.problem ? r.problem->message : "");
@@ -750,6 +754,50 @@ TEST_F(AuditTest, RelayersOnOneLogSeeEachOthersRecords) {
   b->close();
   EXPECT_EQ(jobs_in(log_path()), (std::vector<std::string>{"job-1-0", "job-2-0", "job-3-0", "job-3-1"}));
   EXPECT_TRUE(verify().intact);
+}
+
+// The relay trims an outbox only through rows whose records are on disk
+// (trimmable_through), so a machine crash loses no record of a kept
+// transition: under group that waits for the background flush, which
+// flush() forces here.
+TEST_F(AuditTest, OutboxRowsBecomeTrimmableOnceTheirRecordsAreDurable) {
+  for (AuditFsync policy : {AuditFsync::never, AuditFsync::group, AuditFsync::always}) {
+    SCOPED_TRACE(static_cast<int>(policy));
+    start_over(policy);
+    auto log = open();
+    EXPECT_EQ(log->trimmable_through("s1"), 0);
+    std::vector<AuditOutboxRow> rows{outbox_row(1, 2), outbox_row(2, 1)};
+    EXPECT_EQ(log->append_outbox("s1", rows), 2);
+    if (policy == AuditFsync::group)
+      EXPECT_LE(log->trimmable_through("s1"), 2);  // 0 until the syncer's flush
+    else
+      EXPECT_EQ(log->trimmable_through("s1"), 2);
+    log->flush();
+    EXPECT_EQ(log->trimmable_through("s1"), 2);
+    EXPECT_EQ(log->trimmable_through("s2"), 0);  // another store's rows are its own
+    rows.push_back(outbox_row(5, 1));
+    EXPECT_EQ(log->append_outbox("s1", rows), 5);
+    log->flush();
+    EXPECT_EQ(log->trimmable_through("s1"), 5);
+    log->close();
+    EXPECT_EQ(log->failures(), 0u);
+  }
+}
+
+// A relayer that finds rows already relayed by another writer of the log
+// (another process) may trim them once its own flush covers them.
+TEST_F(AuditTest, RowsRelayedByAnotherWriterBecomeTrimmableAfterThisOnesFlush) {
+  options_.fsync = AuditFsync::group;
+  auto a = open();
+  auto b = open();
+  std::vector<AuditOutboxRow> rows{outbox_row(1, 1), outbox_row(2, 1)};
+  EXPECT_EQ(b->append_outbox("s1", rows), 2);
+  EXPECT_EQ(a->append_outbox("s1", rows), 2);  // nothing new for a: b's records
+  a->flush();
+  EXPECT_EQ(a->trimmable_through("s1"), 2);
+  a->close();
+  b->close();
+  EXPECT_EQ(jobs_in(log_path()), (std::vector<std::string>{"job-1-0", "job-2-0"}));
 }
 
 TEST_F(AuditTest, RelayedRecordsAreTamperEvidentLikeAnyOther) {
