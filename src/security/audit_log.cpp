@@ -281,12 +281,20 @@ struct AuditLog::Impl {
       unsynced = true;
       wake.notify_one();
     } else if (opt.fsync == AuditFsync::always) {
-      try {
-        make_log_durable();
-      } catch (const std::exception& ex) {
-        ++failures;
-        core::log(core::LogLevel::error, "audit", std::string("flush failed: ") + ex.what());
-      }
+      flush_or_log();
+    }
+  }
+  // make_log_durable, with a failure counted and logged instead of thrown:
+  // the records stay in the page cache and their outbox rows stay too.
+  // REQUIRES: mu held.
+  void flush_or_log() {
+    try {
+      make_log_durable();
+    } catch (const std::exception& ex) {
+      ++failures;
+      core::log(core::LogLevel::error, "audit",
+                std::string("flush failed (the relayed outbox rows are kept until one succeeds): ") +
+                    ex.what());
     }
   }
   // REQUIRES: mu held.
@@ -954,12 +962,7 @@ void AuditLog::flush() {
   Impl& m = *impl_;
   std::lock_guard lock(m.mu);
   if (m.closed) return;  // close() made it all durable
-  try {
-    m.make_log_durable();
-  } catch (const std::exception& ex) {
-    ++m.failures;
-    core::log(core::LogLevel::error, "audit", std::string("flush failed: ") + ex.what());
-  }
+  m.flush_or_log();
 }
 
 void AuditLog::checkpoint() {
