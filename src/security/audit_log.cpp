@@ -33,6 +33,7 @@
 #include <asyncmq/audit.hpp>
 #include <asyncmq/env.hpp>
 
+#include "core/background_priority.hpp"
 #include "core/log.hpp"
 #include "security/audit_crypto.hpp"
 #include "security/crypto.hpp"
@@ -42,6 +43,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <charconv>
@@ -226,6 +228,11 @@ struct AuditLog::Impl {
   AuditOptions opt;
   Env& env;
   mutable std::mutex mu;
+  // Threads that may lower themselves to idle priority (an auditing
+  // Backend's relay: core/background_priority.hpp) while they hold or are
+  // about to take mu: whoever finds mu taken raises them (see Locked).
+  std::mutex background_mu;
+  std::vector<std::shared_ptr<core::BackgroundPriority>> background;  // GUARDED_BY(background_mu)
   int log_fd = -1;
   int cp_fd = -1;
   off_t log_seen = -1;
@@ -836,6 +843,49 @@ struct AuditLog::Impl {
 
 AuditLog::AuditLog(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
+namespace {
+
+// Holds the log's mutex, without priority inversion: the auditing
+// Backend's relay thread does the chain work under it at idle priority,
+// and a thread that finds it taken (a denial appended on a request's path,
+// another relay, close) raises that thread first, or it would wait for a
+// thread that a busy machine gives no CPU. A background thread registers
+// before it locks, so a waiter cannot miss one that holds the mutex.
+class Locked {
+ public:
+  explicit Locked(AuditLog::Impl& m) : m_(m), self_(core::BackgroundPriority::current()) {
+    if (self_) {
+      std::lock_guard b(m_.background_mu);
+      m_.background.push_back(self_);
+    }
+    if (!lock_.try_lock()) {
+      {
+        std::lock_guard b(m_.background_mu);
+        for (const auto& t : m_.background)
+          if (t != self_) t->raise();
+      }
+      lock_.lock();
+    }
+  }
+  ~Locked() {
+    lock_.unlock();
+    if (self_) {
+      std::lock_guard b(m_.background_mu);
+      auto it = std::find(m_.background.begin(), m_.background.end(), self_);
+      if (it != m_.background.end()) m_.background.erase(it);
+    }
+  }
+  Locked(const Locked&) = delete;
+  Locked& operator=(const Locked&) = delete;
+
+ private:
+  AuditLog::Impl& m_;
+  std::shared_ptr<core::BackgroundPriority> self_;
+  std::unique_lock<std::mutex> lock_{m_.mu, std::defer_lock};
+};
+
+}  // namespace
+
 std::shared_ptr<AuditLog> AuditLog::open(AuditOptions options, Env& env) {
   if (options.log_path.empty() || options.checkpoint_path.empty() || options.writer_key_path.empty())
     throw InvalidArgument("audit: log_path, checkpoint_path and writer_key_path are all required");
@@ -872,7 +922,7 @@ AuditLog::~AuditLog() {
 
 void AuditLog::append(std::span<const AuditEvent> events) {
   if (events.empty()) return;
-  std::lock_guard lock(impl_->mu);
+  Locked lock(*impl_);
   if (impl_->closed) throw Error(errc::closed, "audit log is closed");
   auto& held = impl_->held;
   held.insert(held.end(), events.begin(), events.end());
@@ -889,7 +939,7 @@ void AuditLog::append(std::span<const AuditEvent> events) {
 std::int64_t AuditLog::append_outbox(std::string_view store,
                                     std::span<const AuditOutboxRow> rows) {
   Impl& m = *impl_;
-  std::lock_guard lock(m.mu);
+  Locked lock(m);
   if (m.closed) throw Error(errc::closed, "audit log is closed");
   if (store.empty() || store.find(':') != std::string_view::npos)
     throw InvalidArgument("audit: a store id must be non-empty and hold no ':'");
@@ -954,19 +1004,19 @@ std::int64_t AuditLog::append_outbox(std::string_view store,
 }
 
 std::int64_t AuditLog::trimmable_through(std::string_view store) const {
-  std::lock_guard lock(impl_->mu);
+  Locked lock(*impl_);
   return impl_->trimmable(store);
 }
 
 void AuditLog::flush() {
   Impl& m = *impl_;
-  std::lock_guard lock(m.mu);
+  Locked lock(m);
   if (m.closed) return;  // close() made it all durable
   m.flush_or_log();
 }
 
 void AuditLog::checkpoint() {
-  std::lock_guard lock(impl_->mu);
+  Locked lock(*impl_);
   if (impl_->closed) throw Error(errc::closed, "audit log is closed");
   FileLock fl(impl_->log_fd, impl_->opt.log_path);
   impl_->sync();
@@ -974,7 +1024,7 @@ void AuditLog::checkpoint() {
 }
 
 void AuditLog::tick() {
-  std::lock_guard lock(impl_->mu);
+  Locked lock(*impl_);
   if (impl_->closed) return;
   impl_->try_flush();
   FileLock fl(impl_->log_fd, impl_->opt.log_path);
@@ -987,13 +1037,13 @@ void AuditLog::tick() {
 void AuditLog::close() {
   Impl& m = *impl_;
   {
-    std::lock_guard lock(m.mu);
+    Locked lock(m);
     if (m.closed) return;
     m.closed = true;  // append() refuses from here on
     m.try_flush();
   }
   m.stop();  // the syncer may hold a checkpoint to finish
-  std::lock_guard lock(m.mu);
+  Locked lock(m);
   try {
     FileLock fl(m.log_fd, m.opt.log_path);
     m.sync();
@@ -1022,7 +1072,7 @@ std::vector<AuditChainLine> AuditLog::read_lines(std::uint64_t after_seq,
     throw InvalidArgument("audit: read_lines limit " + std::to_string(limit) +
                           " is outside [1, 10000]");
   Impl& m = *impl_;
-  std::lock_guard lock(m.mu);
+  Locked lock(m);
   if (m.closed) throw Error(errc::closed, "audit log is closed");
   FileLock fl(m.log_fd, m.opt.log_path);
   m.sync();  // complete lines only, and what other writers appended
@@ -1032,17 +1082,17 @@ std::vector<AuditChainLine> AuditLog::read_lines(std::uint64_t after_seq,
 bool AuditLog::backend_sink() const { return impl_->opt.backend_sink; }
 
 AuditHead AuditLog::head() const {
-  std::lock_guard lock(impl_->mu);
+  Locked lock(*impl_);
   return impl_->head;
 }
 
 std::uint64_t AuditLog::failures() const {
-  std::lock_guard lock(impl_->mu);
+  Locked lock(*impl_);
   return impl_->failures;
 }
 
 std::uint64_t AuditLog::dropped() const {
-  std::lock_guard lock(impl_->mu);
+  Locked lock(*impl_);
   return impl_->dropped;
 }
 

@@ -8,7 +8,9 @@
 #include <asyncmq/worker.hpp>
 
 #include "backend_fixture.hpp"
+#include "core/background_priority.hpp"
 #include "security/audit_backend.hpp"
+#include "support/thread_policy.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -461,6 +463,68 @@ TEST_P(AuditOutbox, CallerMayDestroyItsLoopAsSoonAsAnAuditedCallReturned) {
   auto c = chain();
   EXPECT_EQ(c.size(), static_cast<std::size_t>(kCalls));
   for (const Job& j : jobs) EXPECT_EQ(c["added " + j.id.str()], 1) << j.id.str();
+}
+
+// The relay thread runs the rounds nobody waits for (a worker's) at idle
+// priority, is raised when a caller waits for a round, and is raised when
+// the worker's commits pile up behind a round that does not get the CPU.
+// A round held in the log's hook stands for one that gets no CPU. Each
+// part uses a decorator of its own, so that no round of the other is
+// queued.
+TEST_P(AuditOutbox, RelayIsIdleOnlyWhileNobodyWaitsForIt) {
+  if (!core::BackgroundPriority::available())
+    GTEST_SKIP() << "this process may not return from SCHED_IDLE";
+  ASSERT_EQ(idle_threads(), 0);
+  Gate gate;
+  fs::path d = fs::path(dir_.path()) / "audit";
+  fs::create_directory(d);
+  audit_keygen(d / "writer.key", d / "verify.key");
+  AuditOptions o = AuditOptions::in_dir(d);
+  o.hook = [&](std::string_view) { gate.pass(); };
+  auto log = AuditLog::open(o, env_);
+  auto store = open_store();
+  std::vector<Job> jobs;
+  for (int i = 0; i < 80; ++i) jobs.push_back(make_job("q", "t"));
+  std::size_t claimed = 0;
+  auto claim_one = [&](Backend& b) {
+    ClaimRequest r{"q", "w1", 1, 30000, env().now_ms()};
+    claimed += sync_wait(b.claim(r)).size();
+  };
+
+  {
+    auto audited = security::make_auditing_backend(store, log, "tester");
+    sync_wait(audited->enqueue(jobs));  // a caller waits: nothing is lowered
+    EXPECT_EQ(idle_threads(), 0);
+    gate.close();
+    claim_one(*audited);  // a worker's call: its round is kicked
+    ASSERT_TRUE(eventually([&] { return gate.holds_one(); }));
+    EXPECT_EQ(idle_threads(), 1);  // the round holds the log, at idle priority
+    Job late = make_job("q", "t");
+    std::thread producer([&] { sync_wait(audited->enqueue({late})); });
+    EXPECT_TRUE(eventually([] { return idle_threads() == 0; }));  // raised for the waiter
+    gate.open();
+    producer.join();
+  }
+  {
+    auto audited = security::make_auditing_backend(store, log, "tester");
+    gate.close();
+    claim_one(*audited);
+    ASSERT_TRUE(eventually([&] { return gate.holds_one(); }));
+    EXPECT_EQ(idle_threads(), 1);
+    claim_one(*audited);  // queues the next round
+    for (int i = 0; i < 63; ++i) claim_one(*audited);
+    EXPECT_EQ(idle_threads(), 1);
+    claim_one(*audited);  // the 64th kick behind the queued round
+    EXPECT_EQ(idle_threads(), 0);
+    gate.open();
+  }
+  EXPECT_EQ(claimed, 67u);
+  log->close();
+  auto c = chain();
+  EXPECT_EQ(c.size(), 81u + 67u);
+  for (const auto& [what, n] : c) EXPECT_EQ(n, 1) << what;
+  auto v = verify();
+  EXPECT_TRUE(v.intact) << (v.problem ? v.problem->message : "");
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, AuditOutbox, all_backends(), backend_name);

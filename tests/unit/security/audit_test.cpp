@@ -10,7 +10,9 @@
 
 #include "security/audit_crypto.hpp"
 #include "security/crypto.hpp"
+#include "core/background_priority.hpp"
 #include "support/fake_env.hpp"
+#include "support/thread_policy.hpp"
 #include "support/temp_dir.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -491,6 +493,35 @@ TEST_F(AuditTest, HookSeesEachRecordLine) {
   write(3);
   ASSERT_EQ(seen.size(), 3u);
   EXPECT_EQ(seen, read_lines(log_path()));
+}
+
+// An auditing Backend's relay does the chain work at idle priority while it
+// holds the log (core/background_priority.hpp). A thread that needs the log
+// then (a denial appended on a request's path) must not wait for a thread
+// the machine gives no CPU: it raises the holder before it waits.
+TEST_F(AuditTest, AWaiterRaisesAnIdleThreadThatHoldsTheLog) {
+  if (!core::BackgroundPriority::available())
+    GTEST_SKIP() << "this process may not return from SCHED_IDLE";
+  Gate gate;
+  options_.hook = [&](std::string_view) { gate.pass(); };
+  auto log = open();
+  auto bg = std::make_shared<core::BackgroundPriority>();
+  gate.close();
+  std::thread relay([&] {
+    bg->attach();
+    bg->lower();
+    log->append(AuditEvent("completed", "worker:w", "j1", "q"));  // held in the hook
+  });
+  ASSERT_TRUE(eventually([&] { return gate.holds_one(); }));
+  EXPECT_TRUE(bg->lowered());
+  std::thread denial([&] { log->append(AuditEvent("denied", "apikey:x", "", "q")); });
+  EXPECT_TRUE(eventually([&] { return !bg->lowered(); }));
+  gate.open();
+  relay.join();
+  denial.join();
+  EXPECT_EQ(log->head().seq, 2u);
+  log->close();
+  EXPECT_TRUE(verify().intact);
 }
 
 TEST_F(AuditTest, SubjectsOtherThanABlindIndexAreNeverWritten) {
