@@ -82,6 +82,12 @@
 // housekeeping calls that changed nothing do not relay; a claim's TTL
 // expirations then ride with the next relay.
 //
+// CPU priority: the rounds nobody waits for run with the relay thread at
+// SCHED_IDLE (core/background_priority.hpp), raised while a caller waits,
+// when worker commits pile up behind a starved round, and by any thread
+// that finds the AuditLog's mutex held by it. Where the process may not
+// return from SCHED_IDLE, the thread stays at normal priority.
+//
 // Fault injection: ASYNCMQ_FAULT_KILL_BEFORE_AUDIT_RELAY=N in the
 // environment kills the process (SIGKILL) at the N-th relay, after the
 // inner backend committed and before anything reaches the chain: the exact
