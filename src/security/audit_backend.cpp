@@ -439,11 +439,13 @@ class AuditingBackend final : public core::ForwardingBackend {
   std::atomic<std::uint32_t> kicks_pending_{0};  // kicks since the queued round was spawned
   std::atomic<bool> starved_{false};  // kick() raised the relay for the queued round
   // The relay thread's CPU priority: idle for kicked rounds, normal while
-  // a caller waits (core/background_priority.hpp). Measured on the 30,000-
-  // job SQLite bench (7 rounds, audit on/off): 0.954 with the relay at idle
-  // priority, 0.890 without; a relay that skipped the chain work altogether
-  // scored 0.953, so the chain's CPU time hurt by taking a core from the
-  // writer or the worker, not by its amount.
+  // a caller waits (core/background_priority.hpp). Why: on the 30,000-job
+  // SQLite bench (audit on/off, 7 rounds) a relay that skipped the chain
+  // work altogether scored 0.953 against 0.888 for the full relay, though
+  // the process used under one of two cores: the chain's CPU time hurt by
+  // taking a core just when the writer or the worker woke. With this, the
+  // full relay scores 0.91-0.95 (five runs of 9-15 rounds), and 0.86-0.89
+  // where the process may not use SCHED_IDLE.
   const std::shared_ptr<core::BackgroundPriority> priority_ =
       std::make_shared<core::BackgroundPriority>();
   // The relay thread and its state (touched on that thread only).
