@@ -3,8 +3,8 @@
 # against the same binary with the feature off, in one run (bench/compare.sh
 # alternates the configurations round by round):
 #   sealing  on/off, 1 KiB payloads: sqlite:// >= 0.90, memory:// >= 0.80
-#   audit    on/off on sqlite://  >= 0.90 (as root; also shown without
-#            CAP_SYS_NICE, where the relay cannot run at idle priority)
+#   audit    on/off on sqlite://  >= 0.90 (also shown without CAP_SYS_NICE,
+#            as an ordinary service account runs, when run as root)
 #   policy   on/off on sqlite://  >= 0.98 (an API key principal and a TOML
 #            policy granting producer and worker on the bench queues)
 #
@@ -52,10 +52,9 @@ for w in "${which[@]}"; do
       # Each audited run starts a fresh chain (new keys, empty log), so every
       # round writes the same records from epoch 0: a reused key file would
       # start later epochs than the fresh log's head.
-      # The relay runs its rounds at idle CPU priority only where the
-      # process may come back from SCHED_IDLE (root, or RLIMIT_NICE 20:
-      # core/background_priority.hpp). As root, "unprivileged" drops
-      # CAP_SYS_NICE to show what an ordinary service account gets.
+      # The relay's renderer runs at SCHED_IDLE, which any process may use;
+      # as root, "unprivileged" drops CAP_SYS_NICE to show that an ordinary
+      # service account gets the same.
       fresh="rm -rf $keys && mkdir -p $keys && $cli --audit-dir $keys audit keygen --verify-key $keys/verify.key >/dev/null"
       unpriv=()
       if [[ $(id -u) == 0 ]] && command -v setpriv >/dev/null; then

@@ -321,6 +321,30 @@ class AuditLog {
   // log backwards to its start; after that it reads nothing but what other
   // processes appended since its last batch.
   std::int64_t append_outbox(std::string_view store, std::span<const AuditOutboxRow> rows);
+
+  // append_outbox in three steps, so that the records' HMACs and JSON lines
+  // (nearly all of a relay's CPU time) can be rendered on another thread,
+  // at low priority, without holding the log:
+  //   prepare_outbox: under the log's lock, picks the events not yet in
+  //     the chain and copies the head and the current epoch key's context
+  //     (when the batch fits in the epoch and nothing else waits to be
+  //     written; otherwise it leaves the batch to commit_outbox);
+  //   render: no lock, any one thread; touches only the batch, and wipes
+  //     the key copy when done;
+  //   commit_outbox: under the lock, writes the rendered lines if the chain
+  //     has not moved since prepare_outbox (no record appended, no key
+  //     evolved, no epoch due), else relays the rows as append_outbox does.
+  // commit_outbox returns and guarantees what append_outbox would: every
+  // event exactly once, in order. A batch that is never rendered may be
+  // committed, and one abandoned mid-render may be relayed again with
+  // append_outbox (render only reads the rows). Errors: as append_outbox.
+  struct OutboxBatch;
+  std::shared_ptr<OutboxBatch> prepare_outbox(std::string_view store,
+                                              std::vector<AuditOutboxRow> rows);
+  static void render(OutboxBatch& batch);
+  std::int64_t commit_outbox(OutboxBatch& batch);
+  // The rows a batch holds (for a caller that gives up on render).
+  static std::span<const AuditOutboxRow> rows_of(const OutboxBatch& batch);
   // The seq through which the rows of `store` that this object relayed
   // (append_outbox) are in the chain and on disk: what the relay may trim
   // from the outbox, so that a machine crash loses no record whose

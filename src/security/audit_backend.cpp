@@ -5,7 +5,6 @@
 #include <asyncmq/sync.hpp>
 
 #include "core/audit_actor.hpp"
-#include "core/background_priority.hpp"
 #include "core/foreign_post.hpp"
 #include "core/forwarding_backend.hpp"
 #include "core/log.hpp"
@@ -19,6 +18,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <sched.h>
 #include <signal.h>
 
 #include <atomic>
@@ -42,28 +42,46 @@ std::uint64_t kill_before_relay_at() {
 
 class AuditingBackend final : public core::ForwardingBackend {
  public:
-  AuditingBackend(std::shared_ptr<Backend> inner, std::shared_ptr<AuditLog> log, std::string actor)
+  AuditingBackend(std::shared_ptr<Backend> inner, std::shared_ptr<AuditLog> log, std::string actor,
+                  RenderExecutor render_on)
       : ForwardingBackend(std::move(inner)),
         log_(std::move(log)),
         actor_(std::move(actor)),
         kill_at_(kill_before_relay_at()),
         relay_work_(boost::asio::make_work_guard(relay_io_)),
-        round_done_(relay_io_, boost::asio::steady_timer::time_point::max()) {
+        round_done_(relay_io_, boost::asio::steady_timer::time_point::max()),
+        render_on_(std::move(render_on)),
+        render_work_(boost::asio::make_work_guard(render_io_)),
+        rendered_(relay_io_, boost::asio::steady_timer::time_point::max()) {
     ForwardingBackend::inner().enable_audit_outbox(actor_);
     store_ = ForwardingBackend::inner().store_id();
-    relayer_ = std::thread([this] {
-      priority_->attach();
-      relay_io_.run();
-    });
+    if (render_on_) {
+      render_idle_ = true;
+    } else {
+      renderer_ = std::thread([this] {
+        // Any thread may lower itself (coming back is what needs a
+        // privilege); this one never comes back, and holds no lock that
+        // anybody could wait for. Where even this is refused, the rounds
+        // render on the relay thread.
+        sched_param p{};
+        p.sched_priority = 0;
+        render_idle_ = ::sched_setscheduler(0, SCHED_IDLE, &p) == 0;
+        render_io_.run();
+      });
+    }
+    relayer_ = std::thread([this] { relay_io_.run(); });
   }
 
   // Relays what is left, then stops the relay thread (before the inner
   // backend goes: the base class destructor runs after this one).
   ~AuditingBackend() override {
-    priority_->begin_wait();  // never ended: the last rounds run at normal priority
+    stopping_ = true;  // the last rounds render on the relay thread
+    urgent();
     boost::asio::co_spawn(relay_io_, last_rounds(), boost::asio::detached);
     relay_work_.reset();
     relayer_.join();
+    render_work_.reset();
+    if (renderer_.joinable()) renderer_.join();
   }
 
   // Relays what an earlier process left in the outbox (it crashed between a
@@ -206,15 +224,60 @@ class AuditingBackend final : public core::ForwardingBackend {
   // header promises for a call made alone.
   awaitable<void> relay() {
     fault_point();
-    // The caller waits for the relay thread: at normal priority meanwhile
-    // (see priority_).
+    // The caller waits: the round renders on the relay thread (append_rows).
     struct Waiting {
-      core::BackgroundPriority& p;
-      explicit Waiting(core::BackgroundPriority& q) : p(q) { p.begin_wait(); }
-      ~Waiting() { p.end_wait(); }
+      AuditingBackend& b;
+      explicit Waiting(AuditingBackend& a) : b(a) {
+        b.waiting_.fetch_add(1, std::memory_order_acq_rel);
+        b.urgent();
+      }
+      ~Waiting() { b.waiting_.fetch_sub(1, std::memory_order_acq_rel); }
     };
-    Waiting waiting(*priority_);
+    Waiting waiting(*this);
     co_await on_relay_thread(relay_rounds());
+  }
+
+  // Somebody waits (a caller, the destructor) or the worker's commits pile
+  // up: a round waiting for the renderer stops waiting and renders its
+  // batch on the relay thread (append_rows).
+  void urgent() {
+    boost::asio::post(relay_io_, [this] { rendered_.cancel(); });
+  }
+  bool is_urgent() const {
+    return waiting_.load(std::memory_order_acquire) > 0 || stopping_.load(std::memory_order_acquire);
+  }
+
+  // Appends a page of outbox rows to the chain. Unless somebody waits for
+  // the round (is_urgent), the records are rendered (HMACs, JSON lines:
+  // nearly all of the relay's CPU time) on the renderer thread, at idle
+  // priority, holding no lock; the relay thread only picks the events and
+  // writes the lines (AuditLog::prepare_outbox, render, commit_outbox).
+  // Should the renderer not get the CPU within kRenderWait, or before
+  // somebody waits, the relay thread relays the page itself (the
+  // renderer's late result is dropped): a machine kept busy by others
+  // delays the chain by that much, never without bound.
+  static constexpr std::chrono::milliseconds kRenderWait{20};
+  awaitable<std::int64_t> append_rows(std::vector<AuditOutboxRow> rows) {
+    if (!render_idle_ || is_urgent()) co_return log_->append_outbox(store_, rows);
+    std::shared_ptr<AuditLog::OutboxBatch> batch = log_->prepare_outbox(store_, std::move(rows));
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    rendered_.expires_after(kRenderWait);
+    auto job = [this, batch, done] {
+      AuditLog::render(*batch);
+      done->store(true, std::memory_order_release);
+      urgent();  // wakes the round
+    };
+    if (render_on_)
+      render_on_(std::move(job));
+    else
+      boost::asio::post(render_io_, std::move(job));
+    while (!done->load(std::memory_order_acquire) && !is_urgent()) {
+      boost::system::error_code ec;  // operation_aborted: rendered, or urgent
+      co_await rendered_.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+      if (!ec) break;  // kRenderWait is up
+    }
+    if (done->load(std::memory_order_acquire)) co_return log_->commit_outbox(*batch);
+    co_return log_->append_outbox(store_, AuditLog::rows_of(*batch));
   }
 
   // Runs `op` on the relay thread; the caller resumes on its own executor.
@@ -258,25 +321,11 @@ class AuditingBackend final : public core::ForwardingBackend {
   // Kicks coalesce: while one is queued and not yet begun, the next ones
   // find kick_queued_ set and spawn nothing, as the queued one's round reads
   // their rows too (it clears the flag before it reads the outbox).
-  //
-  // A kick that finds a round still queued counts: kRaiseAfterKicks of them
-  // mean the relay thread, lowered to idle priority (priority_), is not
-  // getting the CPU to keep up. It is raised, and the queued round runs at
-  // normal priority too (it reads every row after the cursor, the backlog
-  // with it). So a machine kept busy by others delays the chain by about
-  // that many of the worker's commits, never without bound.
   void kick() {
     fault_point();
-    if (kick_queued_.exchange(true)) {
-      if (kicks_pending_.fetch_add(1, std::memory_order_relaxed) + 1 == kRaiseAfterKicks) {
-        starved_.store(true, std::memory_order_relaxed);
-        priority_->raise();
-      }
-      return;
-    }
+    if (kick_queued_.exchange(true)) return;
     boost::asio::co_spawn(relay_io_, kicked_round(), boost::asio::detached);
   }
-  static constexpr std::uint32_t kRaiseAfterKicks = 64;
 
   // A kicked round waits kKickDelay first, so that the commits of that
   // window share one round (one outbox read, one write, one wake-up of this
@@ -288,16 +337,10 @@ class AuditingBackend final : public core::ForwardingBackend {
   // committed; a request that must see its records in the chain (relay())
   // does not wait for this.
   static constexpr std::chrono::microseconds kKickDelay{2000};
-  //
-  // Kicked rounds are what nobody waits for, so they run at idle priority
-  // (see priority_): lowered here, unless a caller waits (relay()) or the
-  // round was starved and raised while queued (kick()).
   awaitable<void> kicked_round() {
-    if (!starved_.exchange(false, std::memory_order_relaxed)) priority_->lower();
     boost::asio::steady_timer delay(relay_io_, kKickDelay);
     boost::system::error_code ec;
     co_await delay.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
-    kicks_pending_.store(0, std::memory_order_relaxed);
     kick_queued_ = false;
     co_await relay_rounds();
   }
@@ -366,12 +409,14 @@ class AuditingBackend final : public core::ForwardingBackend {
         trim();
         co_return;
       }
-      std::int64_t through = log_->append_outbox(store_, rows);
+      const std::size_t n = rows.size();
+      const std::int64_t last = rows.back().seq;
+      std::int64_t through = co_await append_rows(std::move(rows));
       co_await copy_chain_to_backend();  // before the trim: see copy_chain_to_backend
       if (through > cursor_) cursor_ = through;
       trim();
       // A failed append leaves the cursor short of the rows: stop, retry later.
-      if (rows.size() < kPage || through < rows.back().seq) co_return;
+      if (n < kPage || through < last) co_return;
     }
   }
 
@@ -436,18 +481,6 @@ class AuditingBackend final : public core::ForwardingBackend {
   const std::uint64_t kill_at_;
   std::atomic<std::uint64_t> relays_{0};
   std::atomic<bool> kick_queued_{false};
-  std::atomic<std::uint32_t> kicks_pending_{0};  // kicks since the queued round was spawned
-  std::atomic<bool> starved_{false};  // kick() raised the relay for the queued round
-  // The relay thread's CPU priority: idle for kicked rounds, normal while
-  // a caller waits (core/background_priority.hpp). Why: on the 30,000-job
-  // SQLite bench (audit on/off, 7 rounds) a relay that skipped the chain
-  // work altogether scored 0.953 against 0.888 for the full relay, though
-  // the process used under one of two cores: the chain's CPU time hurt by
-  // taking a core just when the writer or the worker woke. With this, the
-  // full relay scores 0.91-0.95 (five runs of 9-15 rounds), and 0.86-0.89
-  // where the process may not use SCHED_IDLE.
-  const std::shared_ptr<core::BackgroundPriority> priority_ =
-      std::make_shared<core::BackgroundPriority>();
   // The relay thread and its state (touched on that thread only).
   boost::asio::io_context relay_io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> relay_work_;
@@ -459,6 +492,25 @@ class AuditingBackend final : public core::ForwardingBackend {
   std::int64_t trimmed_ = 0;  // the last seq given to trim_audit_outbox
   std::int64_t table_head_ = -1;  // the audit table holds the chain through it; -1: read it
   bool sink_failing_ = false;     // the last copy failed (and was logged)
+  // The renderer thread (append_rows), at idle priority if render_idle_
+  // (or the test's render_on_ in its place). Why a thread of its own: on the
+  // 30,000-job SQLite bench (audit on/off, 7 rounds) a relay that skipped
+  // the chain work altogether scored 0.953 against 0.888 for the full
+  // relay, though the process used under one of two cores: the chain's CPU
+  // time hurt by taking a core just when the SQLite writer or the worker
+  // woke, and a SCHED_IDLE thread never does (the scheduler counts its core
+  // as idle). With the renderer, in one run of 11 rounds: 0.907 (0.913
+  // with CAP_SYS_NICE dropped), against 0.885 for the relay thread doing
+  // it all (at idle priority only where it may come back: 0.928 as root).
+  // `waiting_`: relay() calls in progress; `stopping_`: the destructor runs.
+  const RenderExecutor render_on_;
+  boost::asio::io_context render_io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> render_work_;
+  std::atomic<bool> render_idle_{false};
+  std::atomic<int> waiting_{0};
+  std::atomic<bool> stopping_{false};
+  boost::asio::steady_timer rendered_;  // on relay_io_; cancelled by urgent()
+  std::thread renderer_;
   std::thread relayer_;      // last: started once the rest exists
 };
 
@@ -489,7 +541,14 @@ void audit_denials(const std::shared_ptr<Policy>& policy, const std::shared_ptr<
 
 std::shared_ptr<Backend> make_auditing_backend(std::shared_ptr<Backend> inner,
                                                std::shared_ptr<AuditLog> log, std::string actor) {
-  auto b = std::make_shared<AuditingBackend>(std::move(inner), std::move(log), std::move(actor));
+  return make_auditing_backend(std::move(inner), std::move(log), std::move(actor), nullptr);
+}
+
+std::shared_ptr<Backend> make_auditing_backend(std::shared_ptr<Backend> inner,
+                                               std::shared_ptr<AuditLog> log, std::string actor,
+                                               RenderExecutor render_on) {
+  auto b = std::make_shared<AuditingBackend>(std::move(inner), std::move(log), std::move(actor),
+                                             std::move(render_on));
   try {
     sync_wait(b->recover());
   } catch (const std::exception& ex) {

@@ -82,11 +82,14 @@
 // housekeeping calls that changed nothing do not relay; a claim's TTL
 // expirations then ride with the next relay.
 //
-// CPU priority: the rounds nobody waits for run with the relay thread at
-// SCHED_IDLE (core/background_priority.hpp), raised while a caller waits,
-// when worker commits pile up behind a starved round, and by any thread
-// that finds the AuditLog's mutex held by it. Where the process may not
-// return from SCHED_IDLE, the thread stays at normal priority.
+// CPU priority: the rounds nobody waits for render their records (HMACs,
+// JSON lines) on a renderer thread at SCHED_IDLE that holds no lock
+// (AuditLog::prepare_outbox, render, commit_outbox), so the chain only uses
+// CPU time that the store's writer and the worker leave. A round that a
+// caller waits for, the destructor's, and any round whose renderer did not
+// get the CPU within 20 ms render on the relay thread instead, so a
+// renderer that gets no CPU delays nobody. Any process may do this: a
+// thread may always lower itself.
 //
 // Fault injection: ASYNCMQ_FAULT_KILL_BEFORE_AUDIT_RELAY=N in the
 // environment kills the process (SIGKILL) at the N-th relay, after the
@@ -105,6 +108,7 @@
 #include <asyncmq/backend.hpp>
 #include <asyncmq/identity.hpp>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -117,6 +121,16 @@ namespace asyncmq::security {
 // returning (a blocking outbox read).
 std::shared_ptr<Backend> make_auditing_backend(std::shared_ptr<Backend> inner,
                                                std::shared_ptr<AuditLog> log, std::string actor);
+
+// For tests: `render_on` is given each render job instead of the renderer
+// thread (which is then not started), so that a test can hold the jobs and
+// stand for a renderer that gets no CPU, which no real scheduler produces
+// on demand. A job may run on any thread while the backend exists, or be
+// dropped.
+using RenderExecutor = std::function<void(std::function<void()>)>;
+std::shared_ptr<Backend> make_auditing_backend(std::shared_ptr<Backend> inner,
+                                               std::shared_ptr<AuditLog> log, std::string actor,
+                                               RenderExecutor render_on);
 
 // Records every denial of `policy` in `log`: action "denied", actor the
 // principal's id, the queue ("" for calls about no one queue), detail

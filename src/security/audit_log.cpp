@@ -33,7 +33,6 @@
 #include <asyncmq/audit.hpp>
 #include <asyncmq/env.hpp>
 
-#include "core/background_priority.hpp"
 #include "core/log.hpp"
 #include "security/audit_crypto.hpp"
 #include "security/crypto.hpp"
@@ -224,15 +223,42 @@ std::optional<FileId> file_id(const std::filesystem::path& p) {
 
 }  // namespace
 
+// Renders `count` events as the records after `h`, under the epoch key
+// `mac` of `epoch`: their JSON lines appended to `buf` (the end of each
+// line, before its newline, to `ends` if given), `canonical` as scratch.
+// Returns the head after them. Touches nothing else, so it needs no lock:
+// the auditing Backend's relay runs it at idle priority (OutboxBatch).
+AuditHead render_records(const AuditEvent* const* events, const std::string_view* sources,
+                         std::size_t count, AuditHead h, std::uint64_t epoch, std::int64_t now,
+                         security::HmacSha256& mac, std::string& buf, std::string& canonical,
+                         std::vector<std::size_t>* ends) {
+  buf.reserve(buf.size() + count * 400);
+  if (ends) ends->reserve(ends->size() + count);
+  AuditRecord r;
+  for (std::size_t i = 0; i < count; ++i) {
+    r.seq = h.seq + 1;
+    r.time_ms = now;
+    r.epoch = epoch;
+    sanitize_into(*events[i], r.event);
+    if (sources) clean_into(sources[i], r.source);
+    r.prev_mac = std::move(h.mac);
+    canonical.clear();
+    security::append_audit_canonical(r, canonical);
+    r.mac = mac.mac(canonical);
+    security::append_audit_json_line(r, buf);
+    if (ends) ends->push_back(buf.size());
+    buf.push_back('\n');
+    h.seq = r.seq;
+    h.epoch = r.epoch;
+    h.mac = std::move(r.mac);
+  }
+  return h;
+}
+
 struct AuditLog::Impl {
   AuditOptions opt;
   Env& env;
   mutable std::mutex mu;
-  // Threads that may lower themselves to idle priority (an auditing
-  // Backend's relay: core/background_priority.hpp) while they hold or are
-  // about to take mu: whoever finds mu taken raises them (see Locked).
-  std::mutex background_mu;
-  std::vector<std::shared_ptr<core::BackgroundPriority>> background;  // GUARDED_BY(background_mu)
   int log_fd = -1;
   int cp_fd = -1;
   off_t log_seen = -1;
@@ -624,31 +650,17 @@ struct AuditLog::Impl {
     // Buffers kept across batches: a relay batch is ~1000 records of ~350
     // bytes, and a fresh buffer grew by copies and was freed whole each
     // time (memmove and malloc_consolidate in the relay's profile).
-    std::string& buf = line_buf;
-    std::string& canonical = canonical_buf;
-    buf.clear();
-    buf.reserve(count * 400);
+    line_buf.clear();
     std::vector<std::size_t> ends;  // of each line in buf, for the hook
-    if (opt.hook) ends.reserve(count);
-    AuditHead h = head;
-    AuditRecord r;
-    for (std::size_t i = 0; i < count; ++i) {
-      r.seq = h.seq + 1;
-      r.time_ms = now;
-      r.epoch = key.epoch;
-      sanitize_into(*events[i], r.event);
-      if (sources) clean_into(sources[i], r.source);
-      r.prev_mac = std::move(h.mac);
-      canonical.clear();
-      security::append_audit_canonical(r, canonical);
-      r.mac = mac.mac(canonical);
-      security::append_audit_json_line(r, buf);
-      if (opt.hook) ends.push_back(buf.size());
-      buf.push_back('\n');
-      h.seq = r.seq;
-      h.epoch = r.epoch;
-      h.mac = std::move(r.mac);
-    }
+    const AuditHead h = render_records(events, sources, count, head, key.epoch, now, mac,
+                                       line_buf, canonical_buf, opt.hook ? &ends : nullptr);
+    write_rendered(line_buf, ends, h);
+  }
+
+  // Appends `buf` (whole lines, rendered from the head by render_records,
+  // ending at `h`) to the log and moves the head there. On a failed write,
+  // re-reads the head (some lines may be complete) and rethrows.
+  void write_rendered(std::string& buf, const std::vector<std::size_t>& ends, const AuditHead& h) {
     try {
       write_all(log_fd, buf, opt.log_path);
     } catch (...) {
@@ -689,6 +701,14 @@ struct AuditLog::Impl {
   }
 
   // ---- relaying outboxes (append_outbox) ----
+
+  // Relays b.rows: what append_outbox does once it holds mu. Defined with
+  // the helpers below, after AuditLog::OutboxBatch.
+  std::int64_t relay_locked(OutboxBatch& b);
+  template <class Write>
+  OutboxCursor write_batch(OutboxBatch& b, OutboxCursor c, Write&& write);
+  void relay_failed(const std::exception& ex);
+  std::int64_t relayed_through(const OutboxBatch& b, OutboxCursor c);
 
   // Notes the record's source in `cursors`, if it names a store tracked there.
   void note_source(std::string_view source) {
@@ -843,49 +863,6 @@ struct AuditLog::Impl {
 
 AuditLog::AuditLog(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-namespace {
-
-// Holds the log's mutex, without priority inversion: the auditing
-// Backend's relay thread does the chain work under it at idle priority,
-// and a thread that finds it taken (a denial appended on a request's path,
-// another relay, close) raises that thread first, or it would wait for a
-// thread that a busy machine gives no CPU. A background thread registers
-// before it locks, so a waiter cannot miss one that holds the mutex.
-class Locked {
- public:
-  explicit Locked(AuditLog::Impl& m) : m_(m), self_(core::BackgroundPriority::current()) {
-    if (self_) {
-      std::lock_guard b(m_.background_mu);
-      m_.background.push_back(self_);
-    }
-    if (!lock_.try_lock()) {
-      {
-        std::lock_guard b(m_.background_mu);
-        for (const auto& t : m_.background)
-          if (t != self_) t->raise();
-      }
-      lock_.lock();
-    }
-  }
-  ~Locked() {
-    lock_.unlock();
-    if (self_) {
-      std::lock_guard b(m_.background_mu);
-      auto it = std::find(m_.background.begin(), m_.background.end(), self_);
-      if (it != m_.background.end()) m_.background.erase(it);
-    }
-  }
-  Locked(const Locked&) = delete;
-  Locked& operator=(const Locked&) = delete;
-
- private:
-  AuditLog::Impl& m_;
-  std::shared_ptr<core::BackgroundPriority> self_;
-  std::unique_lock<std::mutex> lock_{m_.mu, std::defer_lock};
-};
-
-}  // namespace
-
 std::shared_ptr<AuditLog> AuditLog::open(AuditOptions options, Env& env) {
   if (options.log_path.empty() || options.checkpoint_path.empty() || options.writer_key_path.empty())
     throw InvalidArgument("audit: log_path, checkpoint_path and writer_key_path are all required");
@@ -922,7 +899,7 @@ AuditLog::~AuditLog() {
 
 void AuditLog::append(std::span<const AuditEvent> events) {
   if (events.empty()) return;
-  Locked lock(*impl_);
+  std::lock_guard lock(impl_->mu);
   if (impl_->closed) throw Error(errc::closed, "audit log is closed");
   auto& held = impl_->held;
   held.insert(held.end(), events.begin(), events.end());
@@ -936,87 +913,222 @@ void AuditLog::append(std::span<const AuditEvent> events) {
   impl_->try_flush();
 }
 
-std::int64_t AuditLog::append_outbox(std::string_view store,
-                                    std::span<const AuditOutboxRow> rows) {
-  Impl& m = *impl_;
-  Locked lock(m);
-  if (m.closed) throw Error(errc::closed, "audit log is closed");
-  if (store.empty() || store.find(':') != std::string_view::npos)
-    throw InvalidArgument("audit: a store id must be non-empty and hold no ':'");
-  m.try_flush();  // held direct events keep their place before these
-  OutboxCursor c;
+// A relay batch: the rows, the events of them not yet in the chain with
+// their sources, and (when render() may run apart from the lock) a copy of
+// the head and of the epoch key's context as prepare_outbox found them.
+struct AuditLog::OutboxBatch {
+  std::string store;
+  std::vector<AuditOutboxRow> owned;       // prepare_outbox's rows
+  std::span<const AuditOutboxRow> rows;    // `owned`, or append_outbox's caller's
   std::vector<const AuditEvent*> events;  // into `rows`: no copy per relayed event
   // "<store>:<seq>:<index>" of each event, in one buffer (not a string
   // each: one allocation per relayed record showed in the relay's profile).
   std::string source_text;
-  std::vector<std::size_t> source_ends;
   std::vector<std::string_view> sources;
-  try {
-    FileLock fl(m.log_fd, m.opt.log_path);
-    m.sync();
-    c = m.cursor_of(store);
-    const std::string prefix = std::string(store) + ":";
-    for (const AuditOutboxRow& row : rows) {
-      for (std::size_t i = 0; i < row.events.size(); ++i) {
-        OutboxCursor at{row.seq, static_cast<std::int64_t>(i)};
-        if (!(c < at)) continue;  // in the chain already
-        events.push_back(&row.events[i]);
-        source_text += prefix;
-        append_number(source_text, row.seq);
-        source_text.push_back(':');
-        append_number(source_text, static_cast<std::int64_t>(i));
-        source_ends.push_back(source_text.size());
-      }
+  // For render(): set by prepare_outbox only when every event fits in the
+  // current epoch and nothing waits to be written before them.
+  std::optional<security::HmacSha256> mac;
+  AuditHead start;
+  std::uint64_t epoch = 0;
+  std::int64_t now = 0;
+  // render()'s result.
+  bool rendered = false;
+  std::string lines;
+  std::vector<std::size_t> ends;
+  AuditHead end;
+};
+
+namespace {
+
+// Fills batch.events and batch.sources with the events of batch.rows after
+// the cursor `c`.
+void collect_after(AuditLog::OutboxBatch& b, OutboxCursor c) {
+  const std::string prefix = b.store + ":";
+  std::vector<std::size_t> source_ends;
+  b.events.clear();
+  b.source_text.clear();
+  for (const AuditOutboxRow& row : b.rows) {
+    for (std::size_t i = 0; i < row.events.size(); ++i) {
+      OutboxCursor at{row.seq, static_cast<std::int64_t>(i)};
+      if (!(c < at)) continue;  // in the chain already
+      b.events.push_back(&row.events[i]);
+      b.source_text += prefix;
+      append_number(b.source_text, row.seq);
+      b.source_text.push_back(':');
+      append_number(b.source_text, static_cast<std::int64_t>(i));
+      source_ends.push_back(b.source_text.size());
     }
-    sources.reserve(source_ends.size());
-    for (std::size_t i = 0, begin = 0; i < source_ends.size(); begin = source_ends[i++])
-      sources.emplace_back(source_text.data() + begin, source_ends[i] - begin);
-    if (!events.empty()) {
-      const std::uint64_t first = m.head.seq + 1;
-      try {
-        m.write_events(events.data(), sources.data(), events.size(), m.env.now_ms());
-      } catch (...) {
-        // The lines that made it count: the next relay must not repeat them.
-        if (m.head.seq >= first) {
-          std::size_t done = std::min<std::size_t>(events.size(), m.head.seq - first + 1);
-          if (done > 0) m.cursors[std::string(store)] = parse_source(sources[done - 1])->second;
-        }
-        throw;
-      }
-      c = parse_source(sources.back())->second;
-      m.cursors[std::string(store)] = c;
-    }
-  } catch (const std::exception& ex) {
-    ++m.failures;
-    core::log(core::LogLevel::error, "audit",
-              std::string("relaying audit records from the backend's outbox failed; they stay "
-                          "there for the next relay: ") + ex.what());
-    auto it = m.cursors.find(store);
-    c = it == m.cursors.end() ? OutboxCursor{} : it->second;
   }
-  // Rows through c.seq are wholly in the chain, unless c is inside a row given here.
+  b.sources.clear();
+  b.sources.reserve(source_ends.size());
+  for (std::size_t i = 0, begin = 0; i < source_ends.size(); begin = source_ends[i++])
+    b.sources.emplace_back(b.source_text.data() + begin, source_ends[i] - begin);
+}
+
+void check_store(std::string_view store) {
+  if (store.empty() || store.find(':') != std::string_view::npos)
+    throw InvalidArgument("audit: a store id must be non-empty and hold no ':'");
+}
+
+}  // namespace
+
+// Runs `write` (which appends b's events from the head on), then moves the
+// store's cursor past them; after a failed write (logged and counted), past
+// the lines that made it, as the next relay must not repeat them. Returns
+// the store's cursor after it. REQUIRES: mu and the flock held, b.events
+// collected after the store's cursor `c`.
+template <class Write>
+OutboxCursor AuditLog::Impl::write_batch(OutboxBatch& b, OutboxCursor c, Write&& write) {
+  if (b.events.empty()) return c;
+  const std::uint64_t first = head.seq + 1;
+  try {
+    write();
+  } catch (const std::exception& ex) {
+    if (head.seq >= first) {
+      std::size_t done = std::min<std::size_t>(b.events.size(), head.seq - first + 1);
+      if (done > 0) cursors[b.store] = parse_source(b.sources[done - 1])->second;
+    }
+    relay_failed(ex);
+    auto it = cursors.find(b.store);
+    return it == cursors.end() ? OutboxCursor{} : it->second;
+  }
+  c = parse_source(b.sources.back())->second;
+  cursors[b.store] = c;
+  return c;
+}
+
+void AuditLog::Impl::relay_failed(const std::exception& ex) {
+  ++failures;
+  core::log(core::LogLevel::error, "audit",
+            std::string("relaying audit records from the backend's outbox failed; they stay "
+                        "there for the next relay: ") + ex.what());
+}
+
+// Notes and returns what the relay of `b` may trim: the rows through c.seq
+// are wholly in the chain, unless c is inside one of them. REQUIRES: mu held.
+std::int64_t AuditLog::Impl::relayed_through(const OutboxBatch& b, OutboxCursor c) {
   std::int64_t through = c.seq;
-  for (const AuditOutboxRow& row : rows)
+  for (const AuditOutboxRow& row : b.rows)
     if (row.seq == c.seq && c.index + 1 < static_cast<std::int64_t>(row.events.size()))
       through = c.seq - 1;
-  m.note_relayed(store, through);
+  note_relayed(b.store, through);
   return through;
 }
 
+std::int64_t AuditLog::append_outbox(std::string_view store,
+                                    std::span<const AuditOutboxRow> rows) {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mu);
+  if (m.closed) throw Error(errc::closed, "audit log is closed");
+  check_store(store);
+  m.try_flush();  // held direct events keep their place before these
+  OutboxBatch b;
+  b.store.assign(store);
+  b.rows = rows;
+  return m.relay_locked(b);
+}
+
+std::int64_t AuditLog::Impl::relay_locked(OutboxBatch& b) {
+  OutboxCursor c;
+  try {
+    FileLock fl(log_fd, opt.log_path);
+    sync();
+    c = cursor_of(b.store);
+    collect_after(b, c);
+    c = write_batch(b, c, [&] {
+      write_events(b.events.data(), b.sources.data(), b.events.size(), env.now_ms());
+    });
+  } catch (const std::exception& ex) {  // the flock or reading the log
+    relay_failed(ex);
+    auto it = cursors.find(b.store);
+    c = it == cursors.end() ? OutboxCursor{} : it->second;
+  }
+  return relayed_through(b, c);
+}
+
+std::shared_ptr<AuditLog::OutboxBatch> AuditLog::prepare_outbox(std::string_view store,
+                                                                 std::vector<AuditOutboxRow> rows) {
+  Impl& m = *impl_;
+  auto b = std::make_shared<OutboxBatch>();
+  b->store.assign(store);
+  b->owned = std::move(rows);
+  b->rows = b->owned;
+  std::lock_guard lock(m.mu);
+  if (m.closed) throw Error(errc::closed, "audit log is closed");
+  check_store(store);
+  try {
+    FileLock fl(m.log_fd, m.opt.log_path);
+    m.sync();
+    collect_after(*b, m.cursor_of(store));
+    const std::int64_t now = m.env.now_ms();
+    if (b->events.empty() || !m.held.empty() || m.epoch_due(m.head.seq + 1, now)) return b;
+    m.maybe_evolve(now);  // writes a key file only on the first record of a chain
+    const std::uint64_t next_seq = m.head.seq + 1;
+    const std::uint64_t used = next_seq >= m.key.epoch_start_seq ? next_seq - m.key.epoch_start_seq : 0;
+    if (used + b->events.size() > m.opt.epoch_records) return b;  // crosses into the next epoch
+    b->mac.emplace(m.mac.clone());
+    b->start = m.head;
+    b->epoch = m.key.epoch;
+    b->now = now;
+  } catch (const std::exception&) {
+    b->mac.reset();  // commit_outbox relays it under the lock, and reports what fails
+  }
+  return b;
+}
+
+std::span<const AuditOutboxRow> AuditLog::rows_of(const OutboxBatch& b) { return b.rows; }
+
+void AuditLog::render(OutboxBatch& b) {
+  if (!b.mac) return;
+  std::string canonical;
+  b.lines.clear();
+  b.ends.clear();
+  b.end = render_records(b.events.data(), b.sources.data(), b.events.size(), b.start, b.epoch,
+                         b.now, *b.mac, b.lines, canonical, &b.ends);
+  b.mac.reset();  // the epoch key's copy goes as soon as it is done with
+  b.rendered = true;
+}
+
+std::int64_t AuditLog::commit_outbox(OutboxBatch& b) {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mu);
+  if (m.closed) throw Error(errc::closed, "audit log is closed");
+  m.try_flush();
+  if (b.rendered) {
+    try {
+      FileLock fl(m.log_fd, m.opt.log_path);
+      m.sync();
+      // Nothing appended, no key evolved and nothing due since
+      // prepare_outbox: the lines are exactly what relay_locked would write.
+      if (m.head.seq == b.start.seq && m.head.mac == b.start.mac && m.key.epoch == b.epoch &&
+          m.held.empty() && !m.epoch_due(b.start.seq + 1, m.env.now_ms())) {
+        const OutboxCursor c = m.write_batch(b, m.cursor_of(b.store), [&] {
+          m.write_rendered(b.lines, b.ends, b.end);
+          if (m.opt.fsync != AuditFsync::group) m.maybe_checkpoint(b.now);
+        });
+        return m.relayed_through(b, c);
+      }
+    } catch (const std::exception&) {
+      // Relayed below, under the lock, which reports what fails.
+    }
+  }
+  return m.relay_locked(b);
+}
+
 std::int64_t AuditLog::trimmable_through(std::string_view store) const {
-  Locked lock(*impl_);
+  std::lock_guard lock(impl_->mu);
   return impl_->trimmable(store);
 }
 
 void AuditLog::flush() {
   Impl& m = *impl_;
-  Locked lock(m);
+  std::lock_guard lock(m.mu);
   if (m.closed) return;  // close() made it all durable
   m.flush_or_log();
 }
 
 void AuditLog::checkpoint() {
-  Locked lock(*impl_);
+  std::lock_guard lock(impl_->mu);
   if (impl_->closed) throw Error(errc::closed, "audit log is closed");
   FileLock fl(impl_->log_fd, impl_->opt.log_path);
   impl_->sync();
@@ -1024,7 +1136,7 @@ void AuditLog::checkpoint() {
 }
 
 void AuditLog::tick() {
-  Locked lock(*impl_);
+  std::lock_guard lock(impl_->mu);
   if (impl_->closed) return;
   impl_->try_flush();
   FileLock fl(impl_->log_fd, impl_->opt.log_path);
@@ -1037,13 +1149,13 @@ void AuditLog::tick() {
 void AuditLog::close() {
   Impl& m = *impl_;
   {
-    Locked lock(m);
+    std::lock_guard lock(m.mu);
     if (m.closed) return;
     m.closed = true;  // append() refuses from here on
     m.try_flush();
   }
   m.stop();  // the syncer may hold a checkpoint to finish
-  Locked lock(m);
+  std::lock_guard lock(m.mu);
   try {
     FileLock fl(m.log_fd, m.opt.log_path);
     m.sync();
@@ -1072,7 +1184,7 @@ std::vector<AuditChainLine> AuditLog::read_lines(std::uint64_t after_seq,
     throw InvalidArgument("audit: read_lines limit " + std::to_string(limit) +
                           " is outside [1, 10000]");
   Impl& m = *impl_;
-  Locked lock(m);
+  std::lock_guard lock(m.mu);
   if (m.closed) throw Error(errc::closed, "audit log is closed");
   FileLock fl(m.log_fd, m.opt.log_path);
   m.sync();  // complete lines only, and what other writers appended
@@ -1082,17 +1194,17 @@ std::vector<AuditChainLine> AuditLog::read_lines(std::uint64_t after_seq,
 bool AuditLog::backend_sink() const { return impl_->opt.backend_sink; }
 
 AuditHead AuditLog::head() const {
-  Locked lock(*impl_);
+  std::lock_guard lock(impl_->mu);
   return impl_->head;
 }
 
 std::uint64_t AuditLog::failures() const {
-  Locked lock(*impl_);
+  std::lock_guard lock(impl_->mu);
   return impl_->failures;
 }
 
 std::uint64_t AuditLog::dropped() const {
-  Locked lock(*impl_);
+  std::lock_guard lock(impl_->mu);
   return impl_->dropped;
 }
 

@@ -403,6 +403,14 @@ HmacSha256::HmacSha256(std::string_view key) : ctx_(new_hmac_ctx(key)) {}
 
 HmacSha256::~HmacSha256() { EVP_MAC_CTX_free(ctx_); }
 
+HmacSha256 HmacSha256::clone() const {
+  if (!ctx_) throw InvalidArgument("HMAC-SHA-256: no key");
+  HmacSha256 out;
+  out.ctx_ = EVP_MAC_CTX_dup(ctx_);
+  if (!out.ctx_) throw_openssl("EVP_MAC_CTX_dup");
+  return out;
+}
+
 HmacSha256::HmacSha256(HmacSha256&& other) noexcept : ctx_(other.ctx_) { other.ctx_ = nullptr; }
 
 HmacSha256& HmacSha256::operator=(HmacSha256&& other) noexcept {

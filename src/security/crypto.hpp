@@ -176,6 +176,8 @@ class HmacSha256 {
 
   // kHmacSha256Bytes raw bytes.
   std::string mac(std::string_view message);
+  // Another context under the same key (its own copy, wiped when it goes).
+  HmacSha256 clone() const;
 
  private:
   EVP_MAC_CTX* ctx_ = nullptr;

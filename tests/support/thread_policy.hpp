@@ -1,11 +1,9 @@
-// CPU scheduling policies of this process's threads, for the tests of
-// threads that lower themselves to SCHED_IDLE (core/background_priority.hpp),
-// and a gate that holds a thread inside a callback until it is opened.
+// CPU scheduling policies of this process's threads, for the tests of the
+// audit relay's renderer thread, which runs at SCHED_IDLE, and a bounded
+// wait for what other threads do.
 #pragma once
 
 #include <sched.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -15,8 +13,6 @@
 #include <string>
 
 namespace asyncmq::testing {
-
-inline pid_t this_thread_id() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
 
 // How many threads of this process run at SCHED_IDLE now.
 inline int idle_threads() {
@@ -39,39 +35,5 @@ inline bool eventually(const std::function<bool()>& done) {
   }
   return done();
 }
-
-// Holds whoever calls pass() while closed; open() lets them all go.
-class Gate {
- public:
-  void close() {
-    std::lock_guard lock(mu_);
-    closed_ = true;
-    held_ = 0;
-  }
-  void open() {
-    {
-      std::lock_guard lock(mu_);
-      closed_ = false;
-    }
-    cv_.notify_all();
-  }
-  void pass() {
-    std::unique_lock lock(mu_);
-    if (closed_) ++held_;
-    cv_.notify_all();
-    cv_.wait(lock, [&] { return !closed_; });
-  }
-  // Whether a caller of pass() has been held since the last close().
-  bool holds_one() {
-    std::lock_guard lock(mu_);
-    return held_ > 0;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool closed_ = false;
-  int held_ = 0;
-};
 
 }  // namespace asyncmq::testing

@@ -10,9 +10,7 @@
 
 #include "security/audit_crypto.hpp"
 #include "security/crypto.hpp"
-#include "core/background_priority.hpp"
 #include "support/fake_env.hpp"
-#include "support/thread_policy.hpp"
 #include "support/temp_dir.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -495,35 +493,6 @@ TEST_F(AuditTest, HookSeesEachRecordLine) {
   EXPECT_EQ(seen, read_lines(log_path()));
 }
 
-// An auditing Backend's relay does the chain work at idle priority while it
-// holds the log (core/background_priority.hpp). A thread that needs the log
-// then (a denial appended on a request's path) must not wait for a thread
-// the machine gives no CPU: it raises the holder before it waits.
-TEST_F(AuditTest, AWaiterRaisesAnIdleThreadThatHoldsTheLog) {
-  if (!core::BackgroundPriority::available())
-    GTEST_SKIP() << "this process may not return from SCHED_IDLE";
-  Gate gate;
-  options_.hook = [&](std::string_view) { gate.pass(); };
-  auto log = open();
-  auto bg = std::make_shared<core::BackgroundPriority>();
-  gate.close();
-  std::thread relay([&] {
-    bg->attach();
-    bg->lower();
-    log->append(AuditEvent("completed", "worker:w", "j1", "q"));  // held in the hook
-  });
-  ASSERT_TRUE(eventually([&] { return gate.holds_one(); }));
-  EXPECT_TRUE(bg->lowered());
-  std::thread denial([&] { log->append(AuditEvent("denied", "apikey:x", "", "q")); });
-  EXPECT_TRUE(eventually([&] { return !bg->lowered(); }));
-  gate.open();
-  relay.join();
-  denial.join();
-  EXPECT_EQ(log->head().seq, 2u);
-  log->close();
-  EXPECT_TRUE(verify().intact);
-}
-
 TEST_F(AuditTest, SubjectsOtherThanABlindIndexAreNeverWritten) {
   auto log = open();
   std::string index(64, 'a');
@@ -745,6 +714,90 @@ TEST_F(AuditTest, RelayingSkipsWhatTheChainHoldsAcrossReopens) {
                                    "job-1-0", "job-1-1", "job-3-0", "job-4-0", "job-9-0"};
   EXPECT_EQ(jobs_in(log_path()), want);
   EXPECT_TRUE(verify().intact);
+}
+
+// The relay's three steps (prepare_outbox, render without the lock,
+// commit_outbox) write what append_outbox would: the same records, each
+// once, in order, and the same trim point.
+TEST_F(AuditTest, APreparedRenderedBatchCommitsWhatAppendOutboxWould) {
+  std::vector<AuditOutboxRow> rows{outbox_row(1, 2), outbox_row(3, 1)};
+  std::vector<std::string> lines_by_append;
+  {
+    auto log = open();
+    EXPECT_EQ(log->append_outbox("s1", rows), 3);
+    log->close();
+    lines_by_append = read_lines(log_path());
+  }
+  start_over(AuditFsync::group);
+  auto log = open();
+  auto batch = log->prepare_outbox("s1", rows);
+  std::thread renderer([&] { AuditLog::render(*batch); });  // another thread, no lock
+  renderer.join();
+  EXPECT_EQ(log->commit_outbox(*batch), 3);
+  auto again = log->prepare_outbox("s1", rows);  // everything is in the chain
+  AuditLog::render(*again);
+  EXPECT_EQ(log->commit_outbox(*again), 3);
+  log->close();
+  auto lines = read_lines(log_path());
+  ASSERT_EQ(lines.size(), lines_by_append.size());
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    auto a = audit_from_json_line(lines[i]);
+    auto b = audit_from_json_line(lines_by_append[i]);
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ(a->seq, b->seq);
+    EXPECT_EQ(a->event.job, b->event.job);
+    EXPECT_EQ(a->source, b->source);
+  }
+  EXPECT_TRUE(verify().intact);
+}
+
+// Whatever reached the chain between prepare_outbox and commit_outbox (a
+// direct append, the same rows relayed by a caller that gave up waiting
+// for the render), the rendered lines are dropped and the rows relayed as
+// append_outbox does: every event once, the chain intact.
+TEST_F(AuditTest, ABatchTheChainMovedPastIsRelayedAgainNotWrittenTwice) {
+  std::vector<AuditOutboxRow> rows{outbox_row(1, 2), outbox_row(2, 2)};
+  auto log = open();
+  auto batch = log->prepare_outbox("s1", rows);
+  AuditLog::render(*batch);
+  log->append(AuditEvent("denied", "x", "", "q"));
+  EXPECT_EQ(log->commit_outbox(*batch), 2);
+
+  rows.push_back(outbox_row(3, 1));
+  auto abandoned = log->prepare_outbox("s1", rows);
+  EXPECT_EQ(log->append_outbox("s1", AuditLog::rows_of(*abandoned)), 3);  // gave up on it
+  AuditLog::render(*abandoned);                                         // finishes late
+  EXPECT_EQ(log->commit_outbox(*abandoned), 3);
+
+  rows.push_back(outbox_row(4, 1));
+  auto unrendered = log->prepare_outbox("s1", rows);
+  EXPECT_EQ(log->commit_outbox(*unrendered), 4);  // never rendered: relayed under the lock
+  log->close();
+  std::vector<std::string> want = {"", "job-1-0", "job-1-1", "job-2-0", "job-2-1", "job-3-0",
+                                   "job-4-0"};
+  EXPECT_EQ(jobs_in(log_path()), want);
+  EXPECT_TRUE(verify().intact);
+}
+
+// A batch that would cross into the next key epoch is not rendered apart
+// (the key evolves under the lock, after a checkpoint): commit_outbox
+// relays it, and the chain verifies across the epochs.
+TEST_F(AuditTest, ABatchAcrossAnEpochIsRelayedUnderTheLock) {
+  options_.epoch_records = 3;
+  auto log = open();
+  std::vector<AuditOutboxRow> rows{outbox_row(1, 2)};
+  auto first = log->prepare_outbox("s1", rows);
+  AuditLog::render(*first);
+  EXPECT_EQ(log->commit_outbox(*first), 1);
+  rows.push_back(outbox_row(2, 4));
+  auto across = log->prepare_outbox("s1", rows);
+  AuditLog::render(*across);
+  EXPECT_EQ(log->commit_outbox(*across), 2);
+  log->close();
+  EXPECT_EQ(jobs_in(log_path()).size(), 6u);
+  auto v = verify();
+  EXPECT_TRUE(v.intact) << (v.problem ? v.problem->message : "");
+  EXPECT_GE(log->head().epoch, 1u);
 }
 
 // A crash inside the append's write can leave some of a row's records
