@@ -343,6 +343,8 @@ class AuditLog {
                                               std::vector<AuditOutboxRow> rows);
   static void render(OutboxBatch& batch);
   std::int64_t commit_outbox(OutboxBatch& batch);
+  // Whether render() has returned for the batch (safe from any thread).
+  static bool rendered(const OutboxBatch& batch);
   // The rows a batch holds (for a caller that gives up on render).
   static std::span<const AuditOutboxRow> rows_of(const OutboxBatch& batch);
   // The seq through which the rows of `store` that this object relayed

@@ -237,9 +237,9 @@ class AuditingBackend final : public core::ForwardingBackend {
     co_await on_relay_thread(relay_rounds());
   }
 
-  // Somebody waits (a caller, the destructor) or the worker's commits pile
-  // up: a round waiting for the renderer stops waiting and renders its
-  // batch on the relay thread (append_rows).
+  // Wakes a round that waits for the renderer (append_rows): the render is
+  // done, or somebody waits (a caller, the destructor) and the round
+  // renders its batch on the relay thread instead.
   void urgent() {
     boost::asio::post(relay_io_, [this] { rendered_.cancel(); });
   }
@@ -260,23 +260,21 @@ class AuditingBackend final : public core::ForwardingBackend {
   awaitable<std::int64_t> append_rows(std::vector<AuditOutboxRow> rows) {
     if (!render_idle_ || is_urgent()) co_return log_->append_outbox(store_, rows);
     std::shared_ptr<AuditLog::OutboxBatch> batch = log_->prepare_outbox(store_, std::move(rows));
-    auto done = std::make_shared<std::atomic<bool>>(false);
     rendered_.expires_after(kRenderWait);
-    auto job = [this, batch, done] {
+    auto job = [this, batch] {
       AuditLog::render(*batch);
-      done->store(true, std::memory_order_release);
       urgent();  // wakes the round
     };
     if (render_on_)
       render_on_(std::move(job));
     else
       boost::asio::post(render_io_, std::move(job));
-    while (!done->load(std::memory_order_acquire) && !is_urgent()) {
+    while (!AuditLog::rendered(*batch) && !is_urgent()) {
       boost::system::error_code ec;  // operation_aborted: rendered, or urgent
       co_await rendered_.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
       if (!ec) break;  // kRenderWait is up
     }
-    if (done->load(std::memory_order_acquire)) co_return log_->commit_outbox(*batch);
+    if (AuditLog::rendered(*batch)) co_return log_->commit_outbox(*batch);
     co_return log_->append_outbox(store_, AuditLog::rows_of(*batch));
   }
 

@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <charconv>
@@ -223,6 +224,8 @@ std::optional<FileId> file_id(const std::filesystem::path& p) {
 
 }  // namespace
 
+namespace {
+
 // Renders `count` events as the records after `h`, under the epoch key
 // `mac` of `epoch`: their JSON lines appended to `buf` (the end of each
 // line, before its newline, to `ends` if given), `canonical` as scratch.
@@ -254,6 +257,8 @@ AuditHead render_records(const AuditEvent* const* events, const std::string_view
   }
   return h;
 }
+
+}  // namespace
 
 struct AuditLog::Impl {
   AuditOptions opt;
@@ -707,7 +712,8 @@ struct AuditLog::Impl {
   std::int64_t relay_locked(OutboxBatch& b);
   template <class Write>
   OutboxCursor write_batch(OutboxBatch& b, OutboxCursor c, Write&& write);
-  void relay_failed(const std::exception& ex);
+  // Logs and counts a failed relay; returns the store's cursor as known.
+  OutboxCursor relay_failed(std::string_view store, const std::exception& ex);
   std::int64_t relayed_through(const OutboxBatch& b, OutboxCursor c);
 
   // Notes the record's source in `cursors`, if it names a store tracked there.
@@ -931,8 +937,10 @@ struct AuditLog::OutboxBatch {
   AuditHead start;
   std::uint64_t epoch = 0;
   std::int64_t now = 0;
-  // render()'s result.
-  bool rendered = false;
+  // render()'s result: `lines` (empty for a batch prepare_outbox left to
+  // commit_outbox) through `end`. `rendered` is set last (release), so a
+  // thread that reads it true (acquire) may read the rest.
+  std::atomic<bool> rendered{false};
   std::string lines;
   std::vector<std::size_t> ends;
   AuditHead end;
@@ -988,20 +996,20 @@ OutboxCursor AuditLog::Impl::write_batch(OutboxBatch& b, OutboxCursor c, Write&&
       std::size_t done = std::min<std::size_t>(b.events.size(), head.seq - first + 1);
       if (done > 0) cursors[b.store] = parse_source(b.sources[done - 1])->second;
     }
-    relay_failed(ex);
-    auto it = cursors.find(b.store);
-    return it == cursors.end() ? OutboxCursor{} : it->second;
+    return relay_failed(b.store, ex);
   }
   c = parse_source(b.sources.back())->second;
   cursors[b.store] = c;
   return c;
 }
 
-void AuditLog::Impl::relay_failed(const std::exception& ex) {
+OutboxCursor AuditLog::Impl::relay_failed(std::string_view store, const std::exception& ex) {
   ++failures;
   core::log(core::LogLevel::error, "audit",
             std::string("relaying audit records from the backend's outbox failed; they stay "
                         "there for the next relay: ") + ex.what());
+  auto it = cursors.find(store);
+  return it == cursors.end() ? OutboxCursor{} : it->second;
 }
 
 // Notes and returns what the relay of `b` may trim: the rows through c.seq
@@ -1039,9 +1047,7 @@ std::int64_t AuditLog::Impl::relay_locked(OutboxBatch& b) {
       write_events(b.events.data(), b.sources.data(), b.events.size(), env.now_ms());
     });
   } catch (const std::exception& ex) {  // the flock or reading the log
-    relay_failed(ex);
-    auto it = cursors.find(b.store);
-    c = it == cursors.end() ? OutboxCursor{} : it->second;
+    c = relay_failed(b.store, ex);
   }
   return relayed_through(b, c);
 }
@@ -1079,22 +1085,27 @@ std::shared_ptr<AuditLog::OutboxBatch> AuditLog::prepare_outbox(std::string_view
 std::span<const AuditOutboxRow> AuditLog::rows_of(const OutboxBatch& b) { return b.rows; }
 
 void AuditLog::render(OutboxBatch& b) {
-  if (!b.mac) return;
+  if (!b.mac) {
+    b.rendered.store(true, std::memory_order_release);
+    return;
+  }
   std::string canonical;
   b.lines.clear();
   b.ends.clear();
   b.end = render_records(b.events.data(), b.sources.data(), b.events.size(), b.start, b.epoch,
                          b.now, *b.mac, b.lines, canonical, &b.ends);
   b.mac.reset();  // the epoch key's copy goes as soon as it is done with
-  b.rendered = true;
+  b.rendered.store(true, std::memory_order_release);
 }
+
+bool AuditLog::rendered(const OutboxBatch& b) { return b.rendered.load(std::memory_order_acquire); }
 
 std::int64_t AuditLog::commit_outbox(OutboxBatch& b) {
   Impl& m = *impl_;
   std::lock_guard lock(m.mu);
   if (m.closed) throw Error(errc::closed, "audit log is closed");
   m.try_flush();
-  if (b.rendered) {
+  if (b.rendered.load(std::memory_order_acquire) && !b.lines.empty()) {
     try {
       FileLock fl(m.log_fd, m.opt.log_path);
       m.sync();
